@@ -1,0 +1,3 @@
+from smoothlive.cli import main
+
+raise SystemExit(main())
