@@ -1,0 +1,80 @@
+"""Every server setting in one table: its default, its flag, its variable.
+
+Each setting has a sensible default, a command-line flag and an environment
+variable ``SMOOTHLIVE_<NAME>``; the flag wins over the variable, the variable
+over the default. Secrets (passwords, keys) are never settings here: they
+live in the state dir and never reach a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # attribute of ServerConfig; flag --name-with-dashes; SMOOTHLIVE_NAME
+    default: object
+    help: str
+    type: type = str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "SMOOTHLIVE_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("root", "var/content", "content root: publishing points are .isml files here"),
+    Setting("state_dir", "var/state", "runtime state, users and secrets (never served)"),
+    Setting("host", "127.0.0.1", "address to listen on"),
+    Setting("port", 8080, "port to listen on (0 picks a free one)", int),
+    Setting("tls_cert", "", "PEM certificate file: serve HTTPS"),
+    Setting("tls_key", "", "PEM private key file for --tls-cert"),
+    Setting("realm", "smoothlive", "authentication realm of Basic and Digest challenges"),
+    Setting("log_level", "info", "debug, info, warning or error"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    root: Path = Path("var/content")
+    state_dir: Path = Path("var/state")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: str = ""
+    tls_key: str = ""
+    realm: str = "smoothlive"
+    log_level: str = "info"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; defaults come from the environment, else the table."""
+    for setting in SETTINGS:
+        default = os.environ.get(setting.env, setting.default)
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=setting.type(default),
+            type=setting.type,
+            help=f"{setting.help} (env {setting.env}, default {setting.default!s})",
+        )
+
+
+def from_arguments(args: argparse.Namespace) -> ServerConfig:
+    values = {s.name: getattr(args, s.name) for s in SETTINGS}
+    values["root"] = Path(values["root"])
+    values["state_dir"] = Path(values["state_dir"])
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise SystemExit("smoothlive: --tls-cert and --tls-key go together")
+    return ServerConfig(**values)

@@ -1,0 +1,89 @@
+"""The ASGI application: one callable that sends each request to its surface.
+
+The dispatch is a few string comparisons, not a framework router: later the
+same callable serves video fragments, and the delivery path must not pay for
+middleware on every request. Management URLs go to ``ManagementService``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from smoothlive.auth.authenticator import Authenticator
+from smoothlive.auth.users import UserStore
+from smoothlive.config import ServerConfig
+from smoothlive.http.management import ManagementService, route
+from smoothlive.http.messages import Receive, Request, Scope, Send, respond
+from smoothlive.pubpoint.registry import Registry
+from smoothlive.pubpoint.store import IsmlStore, atomic_write
+
+log = logging.getLogger("smoothlive.http")
+
+
+def load_secret(state_dir: Path) -> bytes:
+    """The server's secret (Digest nonces), made once and kept in the state dir."""
+    path = state_dir / "secret"
+    try:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    data = secrets.token_bytes(32)
+    atomic_write(path, data, mode=0o600)
+    return data
+
+
+class App:
+    """The whole server as one ASGI application."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        config.root.mkdir(parents=True, exist_ok=True)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.state_dir, 0o700)
+        self.users = UserStore(config.state_dir / "users.toml", realm=config.realm)
+        self.authenticator = Authenticator(
+            self.users, load_secret(config.state_dir), realm=config.realm)
+        self.registry = Registry(IsmlStore(config.root), config.state_dir)
+        self.management = ManagementService(self.registry, self.authenticator)
+
+    def startup(self) -> None:
+        self.registry.recover()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        found = route(path)
+        if found is not None:
+            await self.management(Request(scope, receive), send, found)
+            return
+        if path == "/healthz":
+            await respond(send, 200, b"ok\n", b"text/plain; charset=utf-8",
+                          head=scope["method"] == "HEAD")
+            return
+        await respond(send, 404, b"not found\n", b"text/plain; charset=utf-8")

@@ -1,0 +1,245 @@
+"""The publishing points of a server: their files, runtime state and locks.
+
+The registry is where a management operation becomes a change: it checks
+the operation against the state tables, takes the point's lock (a second
+conflicting operation meanwhile gets MPE_MGMT_PUBLISHING_POINT_LOCKED),
+writes the .isml file or the state file atomically and moves the state.
+
+Runtime state (State, LastError) is not part of the .isml file: it lives
+in ``<state-dir>/points/``, one small JSON file per point, never served.
+After a restart, ``RECOVERED_STATE`` says what each point comes back as.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smoothlive.management.errors import (
+    E_FAIL,
+    ManagementError,
+    MgmtError,
+)
+from smoothlive.management.settings import Settings
+from smoothlive.pubpoint.paths import InvalidPointPath, point_path
+from smoothlive.pubpoint.states import (
+    RECOVERED_STATE,
+    Event,
+    State,
+    event_move,
+    requested_move,
+)
+from smoothlive.pubpoint.store import IsmlStore, PointFile, PointFileError, atomic_write
+
+log = logging.getLogger("smoothlive.pubpoint")
+
+# HResult reported as LastError when a Pull point is started: pulling from
+# another server is not implemented yet (E_NOTIMPL).
+E_NOTIMPL = 0x80004001
+
+
+@dataclass
+class PointRuntime:
+    """What a point is doing now; persisted in the state dir."""
+
+    path: str
+    state: State = State.IDLE
+    last_error: int | None = None
+    changed: float = field(default_factory=time.time)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+
+class Registry:
+    """All points of the content root, and the only writer of their files."""
+
+    def __init__(
+        self,
+        store: IsmlStore,
+        state_dir: Path,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.state_dir = state_dir
+        self.points_dir = state_dir / "points"
+        self.points_dir.mkdir(parents=True, exist_ok=True)
+        self._clock = wall_clock
+        self._runtime: dict[str, PointRuntime] = {}
+        self._creating: set[str] = set()
+
+    # -- runtime state -------------------------------------------------
+
+    def _state_file(self, path: str) -> Path:
+        return self.points_dir / (hashlib.sha256(path.encode()).hexdigest()[:32] + ".json")
+
+    def recover(self) -> None:
+        """Load every saved runtime state, moved as a restart requires."""
+        for state_file in self.points_dir.glob("*.json"):
+            try:
+                saved = json.loads(state_file.read_bytes())
+                path = saved["path"]
+                state = RECOVERED_STATE[State.parse(saved["state"])]
+                last_error = saved.get("last_error")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("ignoring unreadable state file %s: %s", state_file.name, exc)
+                continue
+            if not self.store.exists(path):
+                state_file.unlink(missing_ok=True)
+                continue
+            runtime = PointRuntime(path, state, last_error, self._clock())
+            self._runtime[path] = runtime
+            if state.value != saved["state"]:
+                log.info("%s: was %s before the restart, now %s", path, saved["state"], state.value)
+                self._save_state(runtime)
+
+    def runtime(self, path: str) -> PointRuntime:
+        runtime = self._runtime.get(path)
+        if runtime is None:
+            runtime = self._runtime[path] = PointRuntime(path, changed=self._clock())
+        return runtime
+
+    def _save_state(self, runtime: PointRuntime) -> None:
+        data = {
+            "path": runtime.path,
+            "state": runtime.state.value,
+            "last_error": runtime.last_error,
+            "changed": runtime.changed,
+        }
+        atomic_write(self._state_file(runtime.path), json.dumps(data).encode(), mode=0o600)
+
+    async def _set_state(
+        self, runtime: PointRuntime, state: State, last_error: int | None = None
+    ) -> None:
+        runtime.state = state
+        runtime.last_error = last_error if state is State.ERROR else None
+        runtime.changed = self._clock()
+        await asyncio.to_thread(self._save_state, runtime)
+        log.info("%s: %s", runtime.path, state.value)
+
+    # -- reading -------------------------------------------------------
+
+    def get(self, path: str) -> PointFile:
+        """The point's file; MPE_MGMT_PUBLISHING_POINT_NOT_FOUND if there is none."""
+        try:
+            return self.store.read(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ManagementError(MgmtError.PUBLISHING_POINT_NOT_FOUND, path) from None
+        except PointFileError as exc:
+            raise ManagementError(MgmtError.INTERNAL, str(exc), internal=E_FAIL) from None
+
+    async def paths(self) -> list[str]:
+        """Every valid point path under the root."""
+        found = await asyncio.to_thread(self.store.scan)
+        valid = []
+        for path in found:
+            try:
+                valid.append(point_path(path, decode=False))
+            except InvalidPointPath:
+                continue
+        return valid
+
+    def readable(self, path: str) -> PointFile | None:
+        """The point's file, or None (logged) when it cannot be read."""
+        try:
+            return self.store.read(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, PointFileError) as exc:
+            log.warning("skipping unreadable publishing point %s: %s", path, exc)
+            return None
+
+    # -- operations ----------------------------------------------------
+
+    def _lock(self, runtime: PointRuntime) -> asyncio.Lock:
+        if runtime.lock.locked():
+            raise ManagementError(MgmtError.PUBLISHING_POINT_LOCKED, runtime.path)
+        return runtime.lock
+
+    async def create(self, path: str, settings: Settings) -> PointFile:
+        if path in self._creating:
+            raise ManagementError(MgmtError.PUBLISHING_POINT_LOCKED, path)
+        self._creating.add(path)
+        try:
+            try:
+                point = await asyncio.to_thread(self.store.write, path, settings, create=True)
+            except FileExistsError:
+                raise ManagementError(MgmtError.PUBLISHING_POINT_ALREADY_EXISTS, path) from None
+            except (NotADirectoryError, FileNotFoundError) as exc:
+                raise ManagementError(MgmtError.SLUG_HEADER_INVALID, str(exc)) from None
+        finally:
+            self._creating.discard(path)
+        runtime = self._runtime[path] = PointRuntime(path, changed=self._clock())
+        await asyncio.to_thread(self._save_state, runtime)
+        log.info("%s: created", path)
+        return point
+
+    async def update_settings(self, path: str, settings: Settings) -> PointFile:
+        self.get(path)
+        runtime = self.runtime(path)
+        async with self._lock(runtime):
+            if runtime.state is not State.IDLE:
+                raise ManagementError(
+                    MgmtError.PUBLISHING_POINT_IN_USE, f"{path} is {runtime.state.value}")
+            point = await asyncio.to_thread(self.store.write, path, settings, create=False)
+        log.info("%s: settings updated", path)
+        return point
+
+    async def request_state(self, path: str, wanted: State) -> None:
+        point = self.get(path)
+        runtime = self.runtime(path)
+        async with self._lock(runtime):
+            move = requested_move(runtime.state, wanted)
+            if move is None:
+                return
+            if move.via is not None:
+                await self._set_state(runtime, move.via)
+                await self._leave(runtime, move.via)
+            await self._set_state(runtime, move.to)
+            if move.to is State.STARTING and point.settings.source_type == "Pull":
+                log.error(
+                    "%s: cannot start: pulling from another server (SourceType Pull) "
+                    "is not supported yet", path)
+                await self._set_state(runtime, State.ERROR, E_NOTIMPL)
+
+    async def _leave(self, runtime: PointRuntime, transition: State) -> None:
+        """The work of a transition state (Stopping, ShuttingDown).
+
+        Nothing to do until points carry live presentations: then Stopping
+        ends the inputs and ShuttingDown drops the presentation.
+        """
+
+    async def event(self, path: str, event: Event, last_error: int | None = None) -> None:
+        """Apply an automatic move (first fragment, end of stream, failure)."""
+        runtime = self.runtime(path)
+        async with runtime.lock:
+            move = event_move(runtime.state, event)
+            if move is None:
+                return
+            if move.via is not None:
+                await self._set_state(runtime, move.via)
+                await self._leave(runtime, move.via)
+            await self._set_state(runtime, move.to, last_error)
+
+    async def delete(self, path: str) -> None:
+        self.get(path)
+        runtime = self.runtime(path)
+        async with self._lock(runtime):
+            # A running point is stopped and shut down first, as IIS does.
+            if runtime.state in (State.STARTING, State.STARTED):
+                await self._set_state(runtime, State.STOPPING)
+                await self._leave(runtime, State.STOPPING)
+            if runtime.state is not State.IDLE:
+                await self._set_state(runtime, State.SHUTTING_DOWN)
+                await self._leave(runtime, State.SHUTTING_DOWN)
+            try:
+                await asyncio.to_thread(self.store.delete, path)
+            except FileNotFoundError:
+                raise ManagementError(MgmtError.PUBLISHING_POINT_NOT_FOUND, path) from None
+            self._state_file(path).unlink(missing_ok=True)
+            self._runtime.pop(path, None)
+        log.info("%s: deleted", path)
