@@ -39,6 +39,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_key", "", "PEM private key file for --tls-cert"),
     Setting("realm", "smoothlive", "authentication realm of Basic and Digest challenges"),
     Setting("log_level", "info", "debug, info, warning or error"),
+    Setting("http_server", "granian", "granian (default, faster) or uvicorn (fallback)"),
 )
 
 
@@ -52,6 +53,7 @@ class ServerConfig:
     tls_key: str = ""
     realm: str = "smoothlive"
     log_level: str = "info"
+    http_server: str = "granian"
 
     @property
     def scheme(self) -> str:
@@ -75,6 +77,8 @@ def from_arguments(args: argparse.Namespace) -> ServerConfig:
     values = {s.name: getattr(args, s.name) for s in SETTINGS}
     values["root"] = Path(values["root"])
     values["state_dir"] = Path(values["state_dir"])
+    if values["http_server"] not in ("granian", "uvicorn"):
+        raise SystemExit("smoothlive: --http-server is granian or uvicorn")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise SystemExit("smoothlive: --tls-cert and --tls-key go together")
     return ServerConfig(**values)

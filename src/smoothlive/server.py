@@ -1,20 +1,26 @@
-"""Running the application: uvicorn (uvloop + httptools) on one socket.
+"""Running the application: granian embedded in this process, or uvicorn.
 
-The socket is bound here rather than by uvicorn so that ``--port 0`` can be
-reported: the line ``smoothlive listening on http://HOST:PORT/`` is printed
-once the server accepts connections (scripts and tests wait for it).
-uvicorn handles SIGTERM and SIGINT: a first signal drains connections and
-runs the shutdown, a second one exits at once. Why uvicorn and not granian:
-see ARCHITECTURE.md.
+Both run the same plain ASGI application in this one process (one event
+loop, uvloop). granian is the default because it carries the real
+application 1.5-1.7 times faster (ARCHITECTURE.md has the figures); uvicorn
+stays selectable (``--http-server uvicorn``) as a fallback, since granian's
+embedded mode is young.
+
+The line ``smoothlive listening on http://HOST:PORT/`` is printed once the
+socket accepts connections and the application has started (scripts and
+tests wait for it). The first SIGTERM or SIGINT stops gracefully (the
+lifespan shutdown runs); a second one exits at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import socket
 import sys
-
-import uvicorn
+from pathlib import Path
 
 from smoothlive.auth.users import ensure_admin
 from smoothlive.config import ServerConfig
@@ -22,26 +28,8 @@ from smoothlive.http.app import App
 
 log = logging.getLogger("smoothlive")
 
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, url: str) -> None:
-        super().__init__(config)
-        self.url = url
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if not self.should_exit:
-            print(f"smoothlive listening on {self.url}", flush=True)
+READY_TIMEOUT = 30.0
+GRACEFUL_SECONDS = 10
 
 
 def configure_logging(level: str) -> None:
@@ -50,6 +38,121 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on now, for ``--port 0`` with servers that bind themselves."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def listening_url(config: ServerConfig, port: int) -> str:
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"{config.scheme}://{host}:{port}/"
+
+
+async def _wait_accepting(host: str, port: int, started: asyncio.Event) -> None:
+    """Until the socket accepts connections and the application has started."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            break
+        except OSError:
+            if loop.time() > deadline:
+                raise RuntimeError(f"the server did not start listening on {host}:{port}") from None
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(started.wait(), READY_TIMEOUT)
+
+
+def _install_signals(stop) -> None:
+    """First signal: graceful stop. Second: exit at once."""
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def handler(signum: int) -> None:
+        if received:
+            log.warning("second signal: exiting at once")
+            os._exit(1)
+        received.append(signum)
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        stop()
+        loop.call_later(GRACEFUL_SECONDS, _give_up)
+
+    def _give_up() -> None:
+        log.warning("graceful shutdown took over %d s: exiting", GRACEFUL_SECONDS)
+        os._exit(1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, handler, signum)
+
+
+async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server.embed import Server
+
+    server = Server(
+        app,
+        address=config.host,
+        port=port,
+        interface=Interfaces.ASGI,
+        websockets=False,
+        backlog=2048,
+        log_enabled=False,
+        http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=1 << 20),
+        ssl_cert=Path(config.tls_cert) if config.tls_cert else None,
+        ssl_key=Path(config.tls_key) if config.tls_key else None,
+    )
+    _install_signals(server.stop)
+    serving = asyncio.create_task(server.serve())
+    ready = asyncio.create_task(_wait_accepting(config.host, port, app.started))
+    done, _ = await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if ready in done:
+        ready.result()
+        print(f"smoothlive listening on {listening_url(config, port)}", flush=True)
+    await serving
+
+
+def _serve_uvicorn(app: App, config: ServerConfig, port: int) -> None:
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(2048)
+    url = listening_url(config, sock.getsockname()[1])
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            # Same behaviour as with granian: graceful first, at once second,
+            # and a clean exit status rather than uvicorn's re-raised signal.
+            if self.should_exit:
+                log.warning("second signal: exiting at once")
+                os._exit(1)
+            log.info("%s: shutting down", signal.Signals(sig).name)
+            self.should_exit = True
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                print(f"smoothlive listening on {url}", flush=True)
+
+    uv_config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", lifespan="on", log_config=None,
+        access_log=False, server_header=False, timeout_keep_alive=30,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        ssl_certfile=config.tls_cert or None, ssl_keyfile=config.tls_key or None,
+    )
+    try:
+        _Server(uv_config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def serve(config: ServerConfig) -> int:
@@ -65,28 +168,11 @@ def serve(config: ServerConfig) -> int:
             "--replace --password-stdin --grant write:/`).",
             flush=True,
         )
-    sock = bind(config.host, config.port)
-    host, port = sock.getsockname()[:2]
-    shown_host = f"[{host}]" if ":" in host else host
-    url = f"{config.scheme}://{shown_host}:{port}/"
-    uv_config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        date_header=True,
-        ssl_certfile=config.tls_cert or None,
-        ssl_keyfile=config.tls_key or None,
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=16 * 1024,
-    )
-    server = _Server(uv_config, url)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+    if config.http_server == "uvicorn":
+        _serve_uvicorn(app, config, port=config.port)
+        return 0
+    import uvloop
+
+    port = config.port or free_port(config.host)
+    uvloop.run(_serve_granian(app, config, port))
     return 0

@@ -136,6 +136,18 @@ async def test_basic_ok_and_cached(auth: CountingAuthenticator, mono: Clock) -> 
     assert auth.argon2_calls == 2  # the cache entry expired
 
 
+async def test_a_burst_of_one_credential_costs_one_argon2_run(
+    auth: CountingAuthenticator,
+) -> None:
+    outcomes = await asyncio.gather(*(
+        auth.authenticate("GET", basic("alice", PASSWORD), "10.0.0.1") for _ in range(20)))
+    assert all(outcome.ok for outcome in outcomes)
+    assert auth.argon2_calls == 1
+    wrong = await asyncio.gather(*(
+        auth.authenticate("GET", basic("alice", "not-it"), "10.0.0.2") for _ in range(3)))
+    assert not any(outcome.ok for outcome in wrong)
+
+
 async def test_cache_does_not_accept_other_passwords(auth: CountingAuthenticator) -> None:
     assert (await auth.authenticate("GET", basic("alice", PASSWORD), "h")).ok
     wrong = await auth.authenticate("GET", basic("alice", PASSWORD + "x"), "h")

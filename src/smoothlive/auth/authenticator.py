@@ -113,6 +113,7 @@ class Authenticator:
         self._hasher = PasswordHasher()
         self._cache_key = secrets.token_bytes(32)
         self._basic_cache: OrderedDict[tuple[str, bytes, str], float] = OrderedDict()
+        self._verifying: dict[tuple[str, bytes, str], asyncio.Future[bool]] = {}
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._slowed: dict[str, int] = {}
         self._argon2_slots: asyncio.Semaphore | None = None
@@ -241,7 +242,15 @@ class Authenticator:
             if now < expires:
                 return user
             del self._basic_cache[key]
-        if not await self._verify_off_loop(user.argon2_hash, password):
+        # Single flight: a burst of requests with one credential (a script
+        # opening many connections) shares one argon2 run instead of queueing
+        # one each behind the thread pool.
+        pending = self._verifying.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._verify_off_loop(user.argon2_hash, password))
+            self._verifying[key] = pending
+            pending.add_done_callback(lambda _: self._verifying.pop(key, None))
+        if not await asyncio.shield(pending):
             return None
         # the store may have reloaded while argon2 ran: only accept the hash we checked
         current = self.store.get(name)

@@ -7,6 +7,7 @@ middleware on every request. Management URLs go to ``ManagementService``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -50,6 +51,7 @@ class App:
             self.users, load_secret(config.state_dir), realm=config.realm)
         self.registry = Registry(IsmlStore(config.root), config.state_dir)
         self.management = ManagementService(self.registry, self.authenticator)
+        self.started = asyncio.Event()
 
     def startup(self) -> None:
         self.registry.recover()
@@ -72,6 +74,7 @@ class App:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
+                self.started.set()
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
