@@ -9,8 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import PASSWORDS
 from tests.e2e.harness import run_cli
 
@@ -67,9 +65,9 @@ def test_pubpoint_client_explains_errors(server):
     assert "Traceback" not in unreachable.stderr
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by .ci/run")
 def test_readme_curl_session_runs_as_written(server):
     """The curl session of the README, run line by line against the server."""
+    assert shutil.which("curl"), "curl is needed (.ci/run installs it)"
     text = README.read_text()
     session = text.split("## A session with curl", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     env = {**os.environ, "PASSWORD": PASSWORDS["operator"]}

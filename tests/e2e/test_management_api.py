@@ -220,3 +220,46 @@ def test_isml_copied_in_by_an_operator_is_a_point(operator, server):
     assert settings.findtext(f"{M}ClientConnections/{M}WindowLength") == "PT30M"
     assert settings.find(f"{M}ServerConnections").get("enabled") == "false"
     assert state_of(operator, "/copied/iis.isml") == "Idle"
+
+
+def test_enumerate_example(operator, server):
+    for name, title in (("/myvideos/bunny.isml", "Big Buck Bunny"),
+                        ("/myvideos/elephant.isml", "Elephant's Dream")):
+        create(operator, name, f"<Title>{title}</Title>")
+        operator.put(f"{name}/settings", content=settings_body(f"<Title>{title}</Title>"),
+                     headers=ATOM)
+    expected = etree.fromstring(example("enumerate.response.xml"))
+    assert_contains(expected, xml(operator.get(SERVICE)), "http://contoso.com", server.url)
+
+
+def test_enumerate_with_details_example(operator, server):
+    create(operator, "/testBunny.isml", "<Title>Bunny</Title><SourceType>Push</SourceType>"
+           "<AutoStart>false</AutoStart><LookAheadChunks>2</LookAheadChunks>")
+    expected = etree.fromstring(example("enumerate-details.response.xml"))
+    # The example's first entry names a folder (TestElephant) without a .isml
+    # file; the second is a real point: compare the feed with that entry.
+    expected.remove(expected.findall(f"{A}entry")[0])
+    assert_contains(expected, xml(operator.get(f"{SERVICE}/settings")),
+                    "http://contoso.com", server.url)
+
+
+def test_settings_element_example_round_trips(operator, server, point_name):
+    sent = example_settings("settings-element.response.xml")
+    assert create(operator, point_name, sent).status_code == 201
+    expected = etree.fromstring(example("settings-element.response.xml"))
+    shown = xml(operator.get(f"{point_name}/settings"))
+    assert_contains(expected.find(f"{A}content"), shown.find(f"{A}content"), "", "")
+
+
+def test_unreadable_isml_is_a_500_without_details_and_left_out_of_lists(operator, server):
+    broken = server.root / "broken"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "bad.isml").write_bytes(b"\x00\x01 this is not SMIL")
+    response = operator.get("/broken/bad.isml/settings")
+    assert response.status_code == 500
+    root = xml(response)
+    assert root.findtext(f"{M}Error/{M}ErrorCode") == "0x80004005"
+    assert "bad.isml" not in response.text and "Traceback" not in response.text
+    ids = [e.findtext(f"{A}id") for e in xml(operator.get(SERVICE)).findall(f"{A}entry")]
+    assert not any("/broken/" in i for i in ids)
+    assert "bad.isml" in server.log()

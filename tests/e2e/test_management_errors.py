@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from smoothlive.management.errors import MgmtError
@@ -225,3 +227,32 @@ def test_no_error_answer_reveals_paths_or_traces(operator, server, point_name):
         assert "Traceback" not in response.text
         assert str(server.root) not in response.text
         assert str(server.state_dir) not in response.text
+
+
+def test_removed_user_is_refused_without_a_restart(server):
+    from tests.e2e.harness import add_user, run_cli
+
+    add_user(server.state_dir, "temp", "temp-pass-1", "read:/")
+    with client(server) as http:
+        http.auth = ("temp", "temp-pass-1")
+        deadline = time.monotonic() + 10
+        while http.get(SERVICE).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert http.get(SERVICE).status_code == 200
+        listed = run_cli("user", "list", "--json", "--state-dir", str(server.state_dir))
+        assert "temp" in listed.stdout and "argon2" not in listed.stdout
+        removed = run_cli("user", "remove", "temp", "--state-dir", str(server.state_dir))
+        assert removed.returncode == 0, removed.stderr
+        deadline = time.monotonic() + 10
+        while http.get(SERVICE).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert_error(http.get(SERVICE), MgmtError.AUTHENTICATION_IS_REQUIRED)
+
+
+def test_repeated_failed_logins_are_slowed_down(server):
+    with httpx.Client(base_url=server.url, auth=("brute", "force"), timeout=30) as http:
+        for _ in range(5):
+            assert http.get(SERVICE).status_code == 401
+        started = time.monotonic()
+        assert http.get(SERVICE).status_code == 401
+        assert time.monotonic() - started >= 0.45

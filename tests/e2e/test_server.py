@@ -42,11 +42,13 @@ def test_each_http_server_serves_the_api_and_stops_on_sigterm(tmp_path, http_ser
     assert "SIGTERM: shutting down" in srv.log()
 
 
-@pytest.mark.parametrize("http_server", ["granian", "uvicorn"])
-def test_a_second_signal_exits_at_once(tmp_path, http_server):
-    """A request still uploading holds up a graceful stop; a second signal does not wait."""
-    srv = Server(tmp_path / "content", tmp_path / "state",
-                 extra_args=("--http-server", http_server)).start()
+def test_a_second_signal_exits_at_once(tmp_path):
+    """A request still uploading holds up a graceful stop; a second signal does not wait.
+
+    (With uvicorn an unfinished upload does not hold up the stop, so there is
+    nothing to cut short: this is granian's case.)
+    """
+    srv = Server(tmp_path / "content", tmp_path / "state").start()
     parts = urlsplit(srv.url)
     token = base64.b64encode(f"admin:{srv.admin_password}".encode()).decode()
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
@@ -71,8 +73,7 @@ def test_tls(tmp_path):
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
          "-keyout", str(key), "-out", str(cert)], capture_output=True, timeout=60)
-    if made.returncode != 0:
-        pytest.skip("openssl could not make a test certificate")
+    assert made.returncode == 0, made.stderr
     srv = Server(tmp_path / "content", tmp_path / "state",
                  extra_args=("--tls-cert", str(cert), "--tls-key", str(key))).start()
     try:

@@ -38,8 +38,17 @@ def assert_contains(example: etree._Element, actual: etree._Element,
     for child in example:
         if not isinstance(child.tag, str):
             continue
-        while position < len(children) and children[position].tag != child.tag:
+        # Greedy subsequence: the next child of the same tag that matches whole.
+        failure = f"{where}: missing {etree.QName(child).localname}"
+        while position < len(children):
+            candidate = children[position]
             position += 1
-        assert position < len(children), f"{where}: missing {etree.QName(child).localname}"
-        assert_contains(child, children[position], example_base, real_base, where)
-        position += 1
+            if candidate.tag != child.tag:
+                continue
+            try:
+                assert_contains(child, candidate, example_base, real_base, where)
+                break
+            except AssertionError as exc:
+                failure = str(exc)
+        else:
+            raise AssertionError(failure)
