@@ -26,18 +26,27 @@ class _RefuseEverything(etree.Resolver):
         return self.resolve_string("", context)
 
 
-# Note: collect_ids=False is left out on purpose: with it, libxml2 opens an
-# external DTD subset named by a DOCTYPE even when load_dtd is False.
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-)
-_PARSER.resolvers.add(_RefuseEverything())
+def make_parser(*, keep_comments: bool = False, remove_blank_text: bool = False) -> etree.XMLParser:
+    """A parser that never loads, resolves or expands anything external.
+
+    collect_ids=False is left out on purpose: with it, libxml2 opens an
+    external DTD subset named by a DOCTYPE even when load_dtd is False.
+    """
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=not keep_comments,
+        remove_pis=not keep_comments,
+        remove_blank_text=remove_blank_text,
+    )
+    parser.resolvers.add(_RefuseEverything())
+    return parser
+
+
+_PARSER = make_parser()
 
 
 def parse_xml(body: bytes) -> etree._Element:

@@ -97,7 +97,7 @@ from smoothlive.management.settings import (
     Settings,
     check_settings,
 )
-from smoothlive.management.xmlsafe import parse_xml
+from smoothlive.management.xmlsafe import make_parser, parse_xml
 
 __all__ = ["IIS_METAS", "SMIL_NS", "SMOOTHLIVE_METAS", "settings_from_isml", "settings_to_isml"]
 
@@ -148,14 +148,7 @@ _DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 
 # Used only after xmlsafe.parse_xml has accepted the same bytes (no DTD, no
 # entities); this one keeps comments so an operator's notes survive an update.
-_KEEPING_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_blank_text=True,
-)
+_KEEPING_PARSER = make_parser(keep_comments=True, remove_blank_text=True)
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.states import (
     RECOVERED_STATE,
     Event,
+    Move,
     State,
     event_move,
     requested_move,
@@ -196,10 +197,7 @@ class Registry:
             move = requested_move(runtime.state, wanted)
             if move is None:
                 return
-            if move.via is not None:
-                await self._set_state(runtime, move.via)
-                await self._leave(runtime, move.via)
-            await self._set_state(runtime, move.to)
+            await self._apply(runtime, move)
             if move.to is State.STARTING and point.settings.source_type == "Pull":
                 log.error(
                     "%s: cannot start: pulling from another server (SourceType Pull) "
@@ -218,12 +216,17 @@ class Registry:
         runtime = self.runtime(path)
         async with runtime.lock:
             move = event_move(runtime.state, event)
-            if move is None:
-                return
-            if move.via is not None:
-                await self._set_state(runtime, move.via)
-                await self._leave(runtime, move.via)
-            await self._set_state(runtime, move.to, last_error)
+            if move is not None:
+                await self._apply(runtime, move, last_error)
+
+    async def _apply(
+        self, runtime: PointRuntime, move: Move, last_error: int | None = None
+    ) -> None:
+        """Make a move of the tables: through its transition state, if any, to its end."""
+        if move.via is not None:
+            await self._set_state(runtime, move.via)
+            await self._leave(runtime, move.via)
+        await self._set_state(runtime, move.to, last_error)
 
     async def delete(self, path: str) -> None:
         self.get(path)
@@ -231,11 +234,9 @@ class Registry:
         async with self._lock(runtime):
             # A running point is stopped and shut down first, as IIS does.
             if runtime.state in (State.STARTING, State.STARTED):
-                await self._set_state(runtime, State.STOPPING)
-                await self._leave(runtime, State.STOPPING)
+                await self._apply(runtime, Move(State.STOPPED, via=State.STOPPING))
             if runtime.state is not State.IDLE:
-                await self._set_state(runtime, State.SHUTTING_DOWN)
-                await self._leave(runtime, State.SHUTTING_DOWN)
+                await self._apply(runtime, Move(State.IDLE, via=State.SHUTTING_DOWN))
             try:
                 await asyncio.to_thread(self.store.delete, path)
             except FileNotFoundError:
