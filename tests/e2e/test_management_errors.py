@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import socket
 import time
 from urllib.parse import urlsplit
@@ -10,7 +12,7 @@ import httpx
 import pytest
 
 from smoothlive.management.errors import MgmtError
-from tests.e2e.conftest import client
+from tests.e2e.conftest import PASSWORDS, client
 from tests.e2e.test_management_api import (
     ATOM,
     SERVICE,
@@ -256,3 +258,34 @@ def test_repeated_failed_logins_are_slowed_down(server):
         started = time.monotonic()
         assert http.get(SERVICE).status_code == 401
         assert time.monotonic() - started >= 0.45
+
+
+def _challenge_params(header: str) -> dict[str, str]:
+    return {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|[^,\s]+)', header)}
+
+
+def test_digest_md5_as_ffmpeg_answers_it(server, point_name):
+    """ffmpeg and older tools answer the MD5 challenge only (RFC 7616 with MD5, qop=auth)."""
+    url = f"{point_name}/state"
+    with httpx.Client(base_url=server.url, timeout=20) as http:
+        challenges = http.get(url).headers.get_list("www-authenticate")
+        md5 = next(c for c in challenges if c.startswith("Digest ") and "MD5" in c)
+        params = _challenge_params(md5)
+
+        def h(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        user, password = "operator", PASSWORDS["operator"]
+        ha1 = h(f"{user}:{params['realm']}:{password}")
+        cnonce, nc = "0a4f113b", "00000001"
+        response = h(f"{ha1}:{params['nonce']}:{nc}:{cnonce}:auth:{h(f'GET:{url}')}")
+        header = (f'Digest username="{user}", realm="{params["realm"]}", '
+                  f'nonce="{params["nonce"]}", uri="{url}", cnonce="{cnonce}", nc={nc}, '
+                  f'qop=auth, response="{response}", algorithm=MD5, '
+                  f'opaque="{params["opaque"]}"')
+        answer = http.get(url, headers={"Authorization": header})
+        assert_error(answer, MgmtError.PUBLISHING_POINT_NOT_FOUND)  # authenticated: 404, not 401
+        replayed = http.get(url, headers={"Authorization": header})
+        assert replayed.status_code == 401  # the same nonce count again is a replay
+        wrong = header.replace(response, h("wrong"))
+        assert http.get(url, headers={"Authorization": wrong}).status_code == 401
