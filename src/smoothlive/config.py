@@ -40,6 +40,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("realm", "smoothlive", "authentication realm of Basic and Digest challenges"),
     Setting("log_level", "info", "debug, info, warning or error"),
     Setting("http_server", "granian", "granian (default, faster) or uvicorn (fallback)"),
+    Setting("reconnect_grace", 30.0,
+            "seconds a point stays Started after its encoders' connections are lost", float),
+    Setting("trusted_proxies", "",
+            "comma-separated proxy addresses whose X-Forwarded-For is believed"),
 )
 
 
@@ -54,6 +58,12 @@ class ServerConfig:
     realm: str = "smoothlive"
     log_level: str = "info"
     http_server: str = "granian"
+    reconnect_grace: float = 30.0
+    trusted_proxies: str = ""
+
+    @property
+    def trusted_proxy_set(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
 
     @property
     def scheme(self) -> str:

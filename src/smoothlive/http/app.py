@@ -16,6 +16,8 @@ from pathlib import Path
 from smoothlive.auth.authenticator import Authenticator
 from smoothlive.auth.users import UserStore
 from smoothlive.config import ServerConfig
+from smoothlive.http.delivery import POLICY_FILES, DeliveryService, delivery_route
+from smoothlive.http.ingest import IngestService, ingest_route
 from smoothlive.http.management import ManagementService, route
 from smoothlive.http.messages import Receive, Request, Scope, Send, respond
 from smoothlive.pubpoint.registry import Registry
@@ -49,8 +51,12 @@ class App:
         self.users = UserStore(config.state_dir / "users.toml", realm=config.realm)
         self.authenticator = Authenticator(
             self.users, load_secret(config.state_dir), realm=config.realm)
-        self.registry = Registry(IsmlStore(config.root), config.state_dir)
+        self.registry = Registry(
+            IsmlStore(config.root), config.state_dir, reconnect_grace=config.reconnect_grace)
         self.management = ManagementService(self.registry, self.authenticator)
+        self.ingest = IngestService(
+            self.registry, self.authenticator, config.trusted_proxy_set)
+        self.delivery = DeliveryService(self.registry)
         self.started = asyncio.Event()
 
     def startup(self) -> None:
@@ -81,9 +87,24 @@ class App:
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        # The delivery path first: it is the one players hit many times a second.
+        played = delivery_route(path)
+        if played is not None:
+            await self.delivery(Request(scope, receive), send, played)
+            return
+        pushed = ingest_route(path)
+        if pushed is not None:
+            await self.ingest(Request(scope, receive), send, pushed)
+            return
         found = route(path)
         if found is not None:
             await self.management(Request(scope, receive), send, found)
+            return
+        policy = POLICY_FILES.get(path.lower())
+        if policy is not None:
+            await respond(send, 200, policy, b"text/xml; charset=utf-8",
+                          [(b"cache-control", b"public, max-age=86400")],
+                          head=scope["method"] == "HEAD")
             return
         if path == "/healthz":
             await respond(send, 200, b"ok\n", b"text/plain; charset=utf-8",

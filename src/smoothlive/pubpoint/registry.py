@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from smoothlive.management.errors import (
     MgmtError,
 )
 from smoothlive.management.settings import Settings
+from smoothlive.pubpoint.live import LivePoint
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.states import (
     RECOVERED_STATE,
@@ -54,6 +56,7 @@ class PointRuntime:
     last_error: int | None = None
     changed: float = field(default_factory=time.time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    live: LivePoint | None = field(default=None, repr=False)
 
 
 class Registry:
@@ -64,9 +67,12 @@ class Registry:
         store: IsmlStore,
         state_dir: Path,
         wall_clock: Callable[[], float] = time.time,
+        reconnect_grace: float = 30.0,
     ) -> None:
         self.store = store
         self.state_dir = state_dir
+        self.reconnect_grace = reconnect_grace
+        self.spool_root = state_dir / "spool"
         self.points_dir = state_dir / "points"
         self.points_dir.mkdir(parents=True, exist_ok=True)
         self._clock = wall_clock
@@ -79,7 +85,12 @@ class Registry:
         return self.points_dir / (hashlib.sha256(path.encode()).hexdigest()[:32] + ".json")
 
     def recover(self) -> None:
-        """Load every saved runtime state, moved as a restart requires."""
+        """Load every saved runtime state, moved as a restart requires.
+
+        Live presentations do not survive a restart (their spools are
+        dropped); archives do.
+        """
+        shutil.rmtree(self.spool_root, ignore_errors=True)
         for state_file in self.points_dir.glob("*.json"):
             try:
                 saved = json.loads(state_file.read_bytes())
@@ -94,6 +105,10 @@ class Registry:
                 continue
             runtime = PointRuntime(path, state, last_error, self._clock())
             self._runtime[path] = runtime
+            if state is State.STARTING:
+                point = self.readable(path)
+                if point is not None:
+                    self._make_live(runtime, point)
             if state.value != saved["state"]:
                 log.info("%s: was %s before the restart, now %s", path, saved["state"], state.value)
                 self._save_state(runtime)
@@ -198,6 +213,8 @@ class Registry:
             if move is None:
                 return
             await self._apply(runtime, move)
+            if move.to is State.STARTING:
+                self._make_live(runtime, point)
             if move.to is State.STARTING and point.settings.source_type == "Pull":
                 log.error(
                     "%s: cannot start: pulling from another server (SourceType Pull) "
@@ -205,11 +222,75 @@ class Registry:
                 await self._set_state(runtime, State.ERROR, E_NOTIMPL)
 
     async def _leave(self, runtime: PointRuntime, transition: State) -> None:
-        """The work of a transition state (Stopping, ShuttingDown).
+        """The work of a transition state: Stopping ends the inputs and keeps the
+        presentation watchable (DVR-only); ShuttingDown drops the presentation
+        and its spool (an archive stays)."""
+        live = runtime.live
+        if live is None:
+            return
+        if transition is State.STOPPING:
+            live.stop_inputs()
+        elif transition is State.SHUTTING_DOWN:
+            live.close()
+            runtime.live = None
 
-        Nothing to do until points carry live presentations: then Stopping
-        ends the inputs and ShuttingDown drops the presentation.
+    def _make_live(self, runtime: PointRuntime, point: PointFile) -> LivePoint:
+        if runtime.live is not None:
+            runtime.live.close()
+        spool = self.spool_root / self._state_file(runtime.path).stem
+        path = runtime.path
+
+        async def on_event(event: Event) -> None:
+            await self.event(path, event)
+
+        runtime.live = LivePoint(path, point.settings, spool, on_event, self.reconnect_grace)
+        return runtime.live
+
+    def live(self, path: str) -> LivePoint | None:
+        runtime = self._runtime.get(path)
+        return runtime.live if runtime is not None else None
+
+    async def open_ingest(self, path: str, stream_id: str, event_id: str | None) -> LivePoint:
+        """An encoder starts a push: the point it may push to, started if the rules say so.
+
+        Starting/Started take it. Idle starts with AutoStart and refuses
+        otherwise; Stopped restarts with AutoRestartOnEncoderReconnect (the
+        presentation continues) and refuses otherwise; Error refuses.
         """
+        point = self.get(path)
+        runtime = self.runtime(path)
+        if runtime.state in (State.STARTING, State.STARTED) and runtime.live is not None:
+            return runtime.live
+        # Encoders racing each other (one POST per bitrate, all at once) wait
+        # for one another here rather than being refused as LOCKED.
+        async with runtime.lock:
+            state = runtime.state
+            if state in (State.STARTING, State.STARTED):
+                return runtime.live or self._make_live(runtime, point)
+            if state is State.IDLE and point.settings.auto_start:
+                await self._apply(runtime, Move(State.STARTING))
+                return self._make_live(runtime, point)
+            if state is State.IDLE:
+                raise ManagementError(MgmtError.PUBLISHING_POINT_NOT_STARTED,
+                                      f"{path} is Idle and AutoStart is off")
+            if state is State.STOPPED and point.settings.auto_restart_on_encoder_reconnect:
+                await self._apply(runtime, Move(State.STARTING))
+                if runtime.live is None:
+                    return self._make_live(runtime, point)
+                runtime.live.resume()
+                return runtime.live
+            raise ManagementError(MgmtError.STATE_TRANSITION_INVALID,
+                                  f"{path} is {state.value}: push refused")
+
+    async def autostart_for_player(self, path: str) -> None:
+        """A player asks for an Idle point with AutoStart: start it, as IIS does."""
+        point = self.get(path)
+        runtime = self.runtime(path)
+        if runtime.state is State.IDLE and point.settings.auto_start and not runtime.lock.locked():
+            async with runtime.lock:
+                if runtime.state is State.IDLE:
+                    await self._apply(runtime, Move(State.STARTING))
+                    self._make_live(runtime, point)
 
     async def event(self, path: str, event: Event, last_error: int | None = None) -> None:
         """Apply an automatic move (first fragment, end of stream, failure)."""

@@ -1,0 +1,209 @@
+"""Smooth Streaming delivery: the client manifest and fragments, for players.
+
+URLs, keywords case-insensitive as in IIS:
+
+* ``GET /<path>.isml/Manifest``: the client manifest (gzip when accepted);
+* ``GET /<path>.isml/QualityLevels(<bitrate>)/Fragments(<stream>=<time>)``:
+  a fragment as stored, its moof carrying a TfrfBox of the following
+  fragments. A fragment that names LookAheadChunks successors never changes
+  again and is cacheable for a year; until then it gets a short max-age. A
+  fragment not there yet but due within a few fragment durations is 412 (as
+  IIS answered), one outside the window or never coming is 404, both
+  ``no-store`` so that no cache keeps the miss.
+
+Everything a request sends was prepared when the fragment arrived: the
+handler looks up, then writes two buffers (moof, mdat) without joining them.
+Browser players fetch from other origins: every answer carries CORS headers
+and preflights are answered; ``/clientaccesspolicy.xml`` and
+``/crossdomain.xml`` are served as IIS sites did for Silverlight and Flash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import re
+from dataclasses import dataclass
+
+from smoothlive.http.messages import Request, Send, respond
+from smoothlive.pubpoint.paths import InvalidPointPath, point_path
+from smoothlive.pubpoint.presentation import QualityLevel, StoredFragment
+from smoothlive.pubpoint.registry import Registry
+
+log = logging.getLogger("smoothlive.delivery")
+
+_MANIFEST = re.compile(r"^(?P<point>/.+?\.isml)/manifest/?$", re.I)
+_FRAGMENT = re.compile(
+    r"^(?P<point>/.+?\.isml)/qualitylevels\((?P<bitrate>\d{1,10})\)"
+    r"/fragments\((?P<name>[^=)/]+)=(?P<time>\d{1,20})\)/?$",
+    re.I,
+)
+
+CORS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"content-length, date, etag"),
+]
+PREFLIGHT = [
+    *CORS,
+    (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+    (b"access-control-allow-headers", b"*"),
+    (b"access-control-max-age", b"86400"),
+]
+NO_STORE = [(b"cache-control", b"no-store")]
+MANIFEST_TYPE = b"text/xml; charset=utf-8"
+FRAGMENT_TYPE = {"video": b"video/mp4", "audio": b"audio/mp4"}
+IMMUTABLE = b"public, max-age=31536000, immutable"
+SHORT = b"public, max-age=1"
+
+CLIENT_ACCESS_POLICY = b"""<?xml version="1.0" encoding="utf-8"?>
+<access-policy>
+  <cross-domain-access>
+    <policy>
+      <allow-from http-request-headers="*">
+        <domain uri="*" />
+      </allow-from>
+      <grant-to>
+        <resource path="/" include-subpaths="true" />
+      </grant-to>
+    </policy>
+  </cross-domain-access>
+</access-policy>
+"""
+CROSSDOMAIN = b"""<?xml version="1.0"?>
+<!DOCTYPE cross-domain-policy SYSTEM "http://www.adobe.com/xml/dtds/cross-domain-policy.dtd">
+<cross-domain-policy>
+  <allow-access-from domain="*" />
+  <allow-http-request-headers-from domain="*" headers="*" />
+</cross-domain-policy>
+"""
+POLICY_FILES = {
+    "/clientaccesspolicy.xml": CLIENT_ACCESS_POLICY,
+    "/crossdomain.xml": CROSSDOMAIN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRoute:
+    kind: str  # manifest | fragment
+    point: str
+    bitrate: int = 0
+    name: str = ""
+    time: int = 0
+
+
+def delivery_route(path: str) -> DeliveryRoute | None:
+    match = _FRAGMENT.match(path)
+    if match:
+        return DeliveryRoute("fragment", match["point"], int(match["bitrate"]), match["name"],
+                             int(match["time"]))
+    match = _MANIFEST.match(path)
+    if match:
+        return DeliveryRoute("manifest", match["point"])
+    return None
+
+
+class DeliveryService:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._gzipped: dict[int, tuple[int, bytes]] = {}  # id(presentation) -> (version, body)
+
+    async def __call__(self, request: Request, send: Send, found: DeliveryRoute) -> None:
+        method = request.method
+        if method == "OPTIONS":
+            await respond(send, 204, headers=PREFLIGHT)
+            return
+        if method not in ("GET", "HEAD"):
+            await respond(send, 405, b"method not allowed\n", b"text/plain",
+                          [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
+            return
+        head = method == "HEAD"
+        live = await self._live(found.point)
+        if live is None:
+            await respond(send, 404, b"no such live presentation\n", b"text/plain",
+                          [*CORS, *NO_STORE], head=head)
+            return
+        if found.kind == "manifest":
+            await self._manifest(request, send, live, head)
+        else:
+            await self._fragment(request, send, live, found, head)
+
+    async def _live(self, raw_point: str):
+        try:
+            path = point_path(raw_point, decode=False)
+        except InvalidPointPath:
+            return None
+        live = self.registry.live(path)
+        if live is None:
+            try:
+                await self.registry.autostart_for_player(path)
+            except Exception:  # not found, unreadable: a plain 404 for players
+                return None
+            live = self.registry.live(path)
+        if live is None or not live.settings.client_connections.enabled:
+            return None
+        return live
+
+    async def _manifest(self, request: Request, send: Send, live, head: bool) -> None:
+        presentation = live.presentation
+        body = presentation.manifest()
+        if not presentation.stream_indexes or b"<StreamIndex" not in body:
+            # Started but nothing published yet: nothing a player can use.
+            await respond(send, 404, b"no fragments yet\n", b"text/plain",
+                          [*CORS, *NO_STORE], head=head)
+            return
+        headers = [*CORS, (b"cache-control", SHORT if presentation.is_live else
+                           b"public, max-age=60"), (b"vary", b"accept-encoding")]
+        if "gzip" in (request.header("accept-encoding") or ""):
+            key = id(presentation)
+            cached = self._gzipped.get(key)
+            if cached is None or cached[0] != presentation.version:
+                cached = (presentation.version, gzip.compress(body, 6))
+                self._gzipped[key] = cached
+                if len(self._gzipped) > 1024:
+                    self._gzipped.pop(next(iter(self._gzipped)))
+            body = cached[1]
+            headers.append((b"content-encoding", b"gzip"))
+        await respond(send, 200, body, MANIFEST_TYPE, headers, head=head)
+
+    async def _fragment(self, request: Request, send: Send, live, found: DeliveryRoute,
+                        head: bool) -> None:
+        presentation = live.presentation
+        try:
+            level, fragment = presentation.find(found.name, found.bitrate, found.time)
+        except KeyError:
+            level, fragment = None, None
+        if fragment is None:
+            due = level is not None and presentation.is_due(level.stream_index, found.time)
+            await respond(send, 412 if due else 404,
+                          b"fragment not available yet\n" if due else b"no such fragment\n",
+                          b"text/plain", [*CORS, *NO_STORE], head=head)
+            return
+        level.requests += 1
+        await self._send_fragment(request, send, level, fragment, head)
+
+    async def _send_fragment(self, request: Request, send: Send, level: QualityLevel,
+                             fragment: StoredFragment, head: bool) -> None:
+        moof = fragment.served_moof or fragment.moof
+        etag = f'"{fragment.time:x}-{level.bitrate:x}-{len(moof):x}"'.encode()
+        headers = [
+            *CORS,
+            (b"content-type", FRAGMENT_TYPE.get(level.info.kind, b"video/mp4")),
+            (b"cache-control", IMMUTABLE if fragment.complete else SHORT),
+            (b"etag", etag),
+        ]
+        if request.header("if-none-match") == etag.decode():
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        mdat = fragment.mdat
+        if mdat is None and not head:
+            mdat = await asyncio.to_thread(level.read_mdat, fragment)
+        size = len(moof) + (fragment.size - len(fragment.moof))
+        headers.append((b"content-length", str(size).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if head:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.body", "body": moof, "more_body": True})
+        await send({"type": "http.response.body", "body": mdat})

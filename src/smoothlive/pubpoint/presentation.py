@@ -1,0 +1,377 @@
+"""The live presentation of a publishing point: one store of fragments.
+
+Encoder streams feed tracks; each track is a QualityLevel of a StreamIndex
+(``video``, ``audio``, ``audio_eng``...). Two streams carrying the same track
+(same kind, name, bitrate and codec data: redundant encoders, or the audio a
+multi-bitrate ffmpeg sends in every output) feed one QualityLevel, and a
+fragment already stored (same QualityLevel, same time) is dropped: the Azure
+ingest rule for retries and redundant encoders.
+
+Times are made safe on the way in: a fragment that starts before zero (AAC
+priming: ffmpeg's first audio fragment starts about 21 ms early) is
+re-stamped to start at zero, one entirely before zero is dropped, and an
+encoder whose timestamps jump back (a restart from zero) is moved onto the
+end of the timeline with a discontinuity, so no manifest ever carries a
+negative, wrapped or backwards time.
+
+A chunk is listed in its StreamIndex once every QualityLevel being fed has
+it (so a player may switch bitrate at any listed chunk). Everything a
+request needs is computed once per fragment, not per request: the fragment
+as served (its moof with a TfrfBox naming the following fragments), the
+client manifest (cached by version). Sans-IO except for the spool, a file
+per QualityLevel that keeps the DVR window on disk: memory holds only the
+last LiveCacheLength.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smoothlive.media.fragments import retimed, with_lookahead
+from smoothlive.media.model import FragmentData, TrackInfo
+from smoothlive.outputs.smooth import ManifestView, StreamIndexView, render_client_manifest
+
+log = logging.getLogger("smoothlive.presentation")
+
+# How far ahead of the live edge a fragment request is "due" (412) rather
+# than "never coming" (404), in fragment durations.
+DUE_FRAGMENTS = 3
+# A stream whose first timestamp lies this far behind the live edge is an
+# encoder that restarted its clock, not a redundant or resending encoder.
+RESTART_BEHIND_FRAGMENTS = 5
+
+
+@dataclass(slots=True)
+class StoredFragment:
+    time: int
+    duration: int
+    moof: bytes  # as received (re-stamped if needed)
+    mdat: bytes | None  # None once evicted from memory: read from the spool
+    spool_offset: int
+    size: int  # len(moof) + len(mdat)
+    served_moof: bytes = b""  # moof with the TfrfBox of its successors
+    complete: bool = False  # its TfrfBox names LookAheadChunks successors: immutable
+
+
+class QualityLevel:
+    """One track of a StreamIndex: its fragments in time order."""
+
+    def __init__(self, info: TrackInfo, spool: Path | None, lookahead: int) -> None:
+        self.info = info
+        self.times: list[int] = []
+        self.fragments: dict[int, StoredFragment] = {}
+        self.lookahead = lookahead
+        self.feeders = 0  # encoder streams currently feeding this track
+        self.stream_index = info.name  # the key of its StreamIndex
+        self.spool_path = spool
+        self._spool = open(spool, "ab+") if spool else None  # noqa: SIM115
+        self._spool_size = self._spool.tell() if self._spool else 0
+        self.received = 0  # fragments stored
+        self.duplicates = 0  # fragments dropped as already stored
+        self.requests = 0  # fragment requests served (RequestRate)
+
+    @property
+    def bitrate(self) -> int:
+        return self.info.bitrate
+
+    def add(self, time: int, duration: int, moof: bytes, mdat: bytes) -> StoredFragment | None:
+        """Store a fragment; None if one with this time is already stored."""
+        if time in self.fragments:
+            self.duplicates += 1
+            return None
+        offset = self._spool_size
+        if self._spool is not None:
+            self._spool.write(moof)
+            self._spool.write(mdat)
+            self._spool_size += len(moof) + len(mdat)
+        stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat))
+        index = bisect.bisect_left(self.times, time)
+        self.times.insert(index, time)
+        self.fragments[time] = stored
+        self.received += 1
+        # This fragment and the LookAheadChunks before it get new TfrfBoxes.
+        for position in range(max(0, index - self.lookahead), index + 1):
+            self._refresh_lookahead(position)
+        return stored
+
+    def _refresh_lookahead(self, position: int) -> None:
+        fragment = self.fragments[self.times[position]]
+        following = [
+            (t, self.fragments[t].duration)
+            for t in self.times[position + 1: position + 1 + self.lookahead]
+        ]
+        fragment.served_moof = with_lookahead(fragment.moof, following)
+        fragment.complete = len(following) >= self.lookahead
+
+    def evict_memory(self, before: int) -> None:
+        """Drop media bytes of fragments older than ``before``: they stay in the spool."""
+        if self._spool is None:
+            return
+        for time in self.times:
+            if time >= before:
+                break
+            fragment = self.fragments[time]
+            if fragment.mdat is None:
+                continue
+            fragment.mdat = None
+        self._spool.flush()
+
+    def forget(self, before: int) -> None:
+        """Drop fragments that left the DVR window."""
+        cut = bisect.bisect_left(self.times, before)
+        for time in self.times[:cut]:
+            del self.fragments[time]
+        del self.times[:cut]
+
+    def read_mdat(self, fragment: StoredFragment) -> bytes:
+        """The media bytes of an evicted fragment, from the spool (blocking: call in a thread)."""
+        assert self.spool_path is not None
+        moof_size = len(fragment.moof)
+        with open(self.spool_path, "rb") as handle:
+            return os.pread(handle.fileno(), fragment.size - moof_size,
+                            fragment.spool_offset + moof_size)
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+
+@dataclass
+class StreamIndex:
+    kind: str
+    name: str
+    language: str | None
+    timescale: int
+    levels: list[QualityLevel] = field(default_factory=list)
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # published (time, duration)
+    discontinuities: set[int] = field(default_factory=set)  # chunk times after a restart
+    epoch: int = 0  # the presentation epoch its last fragment belonged to
+
+    def level(self, bitrate: int) -> QualityLevel | None:
+        for level in self.levels:
+            if level.bitrate == bitrate:
+                return level
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestSettings:
+    version: str = "2.0"
+    lookahead: int = 2
+    window: int = 0  # ticks, 0: the whole event
+    live_cache: int = 120 * 10_000_000  # ticks kept in memory
+    duration: int = 0  # EstimatedDuration in ticks
+
+
+class Presentation:
+    """All StreamIndexes of one publishing point."""
+
+    def __init__(self, settings: ManifestSettings, spool_dir: Path | None) -> None:
+        self.settings = settings
+        self.spool_dir = spool_dir
+        if spool_dir is not None:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+        self.stream_indexes: dict[str, StreamIndex] = {}
+        self.is_live = True
+        self.version = 0
+        self._manifest: tuple[int, bytes] | None = None
+        self.offset = 0  # added to every encoder time (restarts continue the timeline)
+        self.epoch = 0  # counts timeline restarts: the first chunk after one is a discontinuity
+        self.on_publish: Callable[[], None] | None = None
+
+    # -- tracks --------------------------------------------------------------
+
+    def level_for(self, info: TrackInfo) -> QualityLevel:
+        """The QualityLevel fed by this track, made on first sight.
+
+        Tracks of one name but different languages are separate StreamIndexes
+        (``audio_eng``, ``audio_fra``): a player picks a language, then a bitrate.
+        """
+        key = f"{info.name}_{info.language}" if info.language else info.name
+        index = self.stream_indexes.get(key)
+        if index is None:
+            index = self.stream_indexes[key] = StreamIndex(
+                info.kind, key, info.language, info.timescale)
+        for level in index.levels:
+            if level.info.identity == info.identity:
+                return level
+            if level.bitrate == info.bitrate:
+                raise ValueError(
+                    f"StreamIndex {info.name} already has a different track at {info.bitrate} bps")
+        spool = None
+        if self.spool_dir is not None:
+            spool = self.spool_dir / f"{info.kind}-{_safe(key)}-{info.bitrate}.spool"
+            spool.unlink(missing_ok=True)
+        level = QualityLevel(info, spool, self.settings.lookahead)
+        level.stream_index = key
+        index.levels.append(level)
+        index.levels.sort(key=lambda ql: -ql.bitrate)
+        self.version += 1
+        return level
+
+    def index_of(self, level: QualityLevel) -> StreamIndex:
+        return self.stream_indexes[level.stream_index]
+
+    # -- fragments -----------------------------------------------------------
+
+    def live_edge(self, index: StreamIndex) -> int:
+        if not index.chunks:
+            return 0
+        time, duration = index.chunks[-1]
+        return time + duration
+
+    def admit_time(self, level: QualityLevel, time: int, first_of_stream: bool) -> int:
+        """Decide the offset for a stream's fragments; returns the offset to apply.
+
+        On the first fragment of a new encoder stream, a time far behind the
+        live edge (an encoder that restarted its clock) moves the timeline
+        offset so the stream continues after the live edge, with a
+        discontinuity; a time near the edge (a redundant encoder, a resend)
+        keeps the offset, and its fragments already stored are dropped.
+        """
+        if not first_of_stream:
+            return self.offset
+        index = self.index_of(level)
+        edge = self.live_edge(index)
+        shifted = time + self.offset
+        typical = index.chunks[-1][1] if index.chunks else 0
+        if index.chunks and shifted < edge - RESTART_BEHIND_FRAGMENTS * typical:
+            self.offset = edge - time
+            self.epoch += 1
+            log.info("stream %s restarted its timestamps: continuing at %d", level.info.name, edge)
+        return self.offset
+
+    def add_fragment(
+        self, level: QualityLevel, fragment: FragmentData, offset: int
+    ) -> StoredFragment | None:
+        """Store one fragment from an encoder; None when dropped (duplicate, before zero)."""
+        time = fragment.time + offset
+        duration = fragment.duration
+        moof = fragment.moof
+        if time < 0:
+            if time + duration <= 0:
+                return None
+            duration += time  # starts at zero, ends where it ended: no overlap with the next
+            time = 0
+        if time != fragment.time or duration != fragment.duration:
+            moof = retimed(moof, time, duration)
+        index = self.index_of(level)
+        stored = level.add(time, duration, moof, fragment.mdat)
+        if stored is None:
+            return None
+        if index.epoch != self.epoch:
+            index.epoch = self.epoch
+            index.discontinuities.add(time)
+        self._publish(index)
+        return stored
+
+    def _publish(self, index: StreamIndex) -> None:
+        """List the chunks every fed QualityLevel has, in order."""
+        fed = [level for level in index.levels if level.feeders > 0] or index.levels
+        last = index.chunks[-1][0] if index.chunks else -1
+        reference = min(fed, key=lambda level: len(level.times))
+        start = bisect.bisect_right(reference.times, last)
+        published = False
+        for time in reference.times[start:]:
+            if all(time in level.fragments for level in fed):
+                index.chunks.append((time, reference.fragments[time].duration))
+                published = True
+            else:
+                break
+        if published:
+            self._trim(index)
+            self.version += 1
+            if self.on_publish is not None:
+                self.on_publish()
+
+    def refresh(self) -> None:
+        """Re-check what can be listed (a feeding stream went away)."""
+        for index in self.stream_indexes.values():
+            self._publish(index)
+
+    def _trim(self, index: StreamIndex) -> None:
+        edge = self.live_edge(index)
+        window = self.settings.window
+        if window and index.chunks and index.chunks[0][0] < edge - window:
+            keep = bisect.bisect_left(index.chunks, (edge - window, -1))
+            cut_time = index.chunks[keep][0] if keep < len(index.chunks) else edge
+            del index.chunks[:keep]
+            for level in index.levels:
+                level.forget(cut_time)
+        for level in index.levels:
+            level.evict_memory(edge - self.settings.live_cache)
+
+    # -- reading -------------------------------------------------------------
+
+    def find(
+        self, name: str, bitrate: int, time: int
+    ) -> tuple[QualityLevel, StoredFragment | None]:
+        index = self.stream_indexes.get(name)
+        if index is None:
+            raise KeyError(name)
+        level = index.level(bitrate)
+        if level is None:
+            raise KeyError(bitrate)
+        return level, level.fragments.get(time)
+
+    def is_due(self, name: str, time: int) -> bool:
+        """A fragment not there yet but expected soon (412) rather than never (404)."""
+        index = self.stream_indexes.get(name)
+        if index is None or not index.chunks or not self.is_live:
+            return False
+        edge = self.live_edge(index)
+        typical = index.chunks[-1][1]
+        return edge <= time < edge + DUE_FRAGMENTS * max(typical, 1)
+
+    def manifest(self) -> bytes:
+        cached = self._manifest
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        views = tuple(
+            StreamIndexView(
+                kind=index.kind,  # type: ignore[arg-type]
+                name=index.name,
+                tracks=tuple(level.info for level in index.levels),
+                chunks=tuple(index.chunks),
+                language=index.language,
+                timescale=index.timescale,
+            )
+            for index in self.stream_indexes.values()
+            if index.chunks
+        )
+        view = ManifestView(
+            stream_indexes=views,
+            is_live=self.is_live,
+            version=self.settings.version,
+            duration=self.settings.duration if self.is_live else _total(views),
+            lookahead_count=self.settings.lookahead,
+            dvr_window_length=self.settings.window,
+        )
+        body = render_client_manifest(view)
+        self._manifest = (self.version, body)
+        return body
+
+    def end_live(self) -> None:
+        """Stopped: the presentation stays watchable, no longer live."""
+        self.is_live = False
+        self.version += 1
+
+    def close(self) -> None:
+        for index in self.stream_indexes.values():
+            for level in index.levels:
+                level.close()
+
+
+def _total(views: tuple[StreamIndexView, ...]) -> int:
+    ends = [v.chunks[-1][0] + v.chunks[-1][1] - v.chunks[0][0] for v in views if v.chunks]
+    return max(ends, default=0)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:64]
