@@ -54,7 +54,11 @@ def live(tmp_path_factory) -> Iterator[dict]:
     observed["live_manifest"] = wait_for(
         lambda: (r := http.get(f"{POINT}/Manifest")).status_code == 200 and
         r.content.count(b"<c ") >= 4 and r.content, 30, "a live manifest")
-    observed["live_statistics"] = http.get(f"{POINT}/statistics").content
+    observed["statistics"] = [http.get(f"{POINT}/statistics").content]
+    seen = observed["live_manifest"].count(b"<c ")
+    wait_for(lambda: http.get(f"{POINT}/Manifest").content.count(b"<c ") > seen + 1, 30,
+             "more fragments")
+    observed["statistics"].append(http.get(f"{POINT}/statistics").content)
     assert encoder.wait(timeout=60) == 0, (base / "ffmpeg.log").read_text()
     observed["final_state"] = wait_for(
         lambda: (s := state_of(http, POINT)) in ("Stopped",) and s, 20, "Stopped after EOS")
@@ -241,3 +245,51 @@ def test_autostart_point_takes_all_bitrates_pushed_at_once(live):
     video = next(si for si in root.findall("StreamIndex") if si.get("Type") == "video")
     assert sorted(q.get("Bitrate") for q in video.findall("QualityLevel")) == ["150000", "300000"]
     assert "LOCKED" not in srv.log()
+
+
+M = "{http://schemas.microsoft.com/iis/media/2011/03/streaming/management}"
+
+
+def statistics_of(content: bytes) -> etree._Element:
+    return etree.fromstring(content).find(f".//{M}Statistics")
+
+
+def test_statistics_measure_the_live_streams(live):
+    first, second = (statistics_of(c) for c in live["observed"]["statistics"])
+    streams = {s.get("id"): s for s in second.findall(f"{M}InputStreams/{M}InputStream")}
+    assert set(streams) == {"ch1-300k", "ch1-150k"}
+    stream = streams["ch1-300k"]
+    assert stream.findtext(f"{M}State") == "Started"
+    assert stream.findtext(f"{M}ArchiveFileName").endswith(".ismv")
+    props = {p.get("name"): p.text for p in stream.iter(f"{M}Property")}
+    assert props == {"Source Type": "Push", "Source IP": "127.0.0.1"}
+    assert [s.get("name") for s in stream.iter(f"{M}Sink")] == ["IIS Smooth Streaming"]
+    tracks = {t.findtext(f"{M}Name"): t for t in stream.iter(f"{M}Track")}
+    assert set(tracks) == {"video", "audio"}
+    video = tracks["video"]
+    assert video.findtext(f"{M}EncodedBitRate") == "300000"
+    assert int(video.findtext(f"{M}IncomingBitRate")) > 0
+    assert video.findtext(f"{M}IncomingFragmentWaitTime").startswith("PT")
+    assert int(video.findtext(f"{M}IncomingFragmentDuration")) > 0
+    outputs = {o.get("name"): int(o.findtext(f"{M}LastOutputFragmentTimestamp"))
+               for o in second.iter(f"{M}OutputStream")}
+    assert set(outputs) == {"video", "audio"}
+    # Statistics move while the event runs.
+    before = {o.get("name"): int(o.findtext(f"{M}LastOutputFragmentTimestamp"))
+              for o in first.iter(f"{M}OutputStream")}
+    assert outputs["video"] > before["video"]
+    first_video = next(t for t in first.iter(f"{M}Track") if t.findtext(f"{M}Name") == "video")
+    assert int(video.findtext(f"{M}IncomingFragmentTimeStamp")) > int(
+        first_video.findtext(f"{M}IncomingFragmentTimeStamp"))
+
+
+def test_statistics_count_fragment_requests(live):
+    http = live["http"]
+    root = manifest_tree(http.get(f"{POINT}/Manifest").content)
+    video = next(si for si in root.findall("StreamIndex") if si.get("Type") == "video")
+    for start, _ in chunk_times(video)[:3]:
+        http.get(f"{POINT}/QualityLevels(150000)/Fragments(video={start})")
+    stats = statistics_of(http.get(f"{POINT}/statistics").content)
+    rates = [float(t.findtext(f"{M}RequestRate")) for t in stats.iter(f"{M}Track")
+             if t.findtext(f"{M}Name") == "video"]
+    assert max(rates) > 0

@@ -24,6 +24,7 @@ import asyncio
 import gzip
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from smoothlive.http.messages import Request, Send, respond
@@ -179,7 +180,7 @@ class DeliveryService:
                           b"fragment not available yet\n" if due else b"no such fragment\n",
                           b"text/plain", [*CORS, *NO_STORE], head=head)
             return
-        level.requests += 1
+        level.requests.hit(time.monotonic())
         await self._send_fragment(request, send, level, fragment, head)
 
     async def _send_fragment(self, request: Request, send: Send, level: QualityLevel,

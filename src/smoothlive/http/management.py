@@ -29,6 +29,7 @@ from smoothlive.management import atom
 from smoothlive.management.errors import ManagementError, MgmtError, error_body
 from smoothlive.management.schema import validate
 from smoothlive.management.settings import parse_settings, render_settings
+from smoothlive.management.statistics import render_statistics
 from smoothlive.management.xmlsafe import MAX_BODY_BYTES, parse_xml
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.registry import Registry
@@ -233,12 +234,9 @@ class ManagementService:
         runtime = self.registry.runtime(path)
         if runtime.state is State.IDLE:
             raise ManagementError(MgmtError.PUBLISHING_POINT_NOT_STARTED, path)
-        body = (
-            "      <Statistics>\n"
-            "        <InputStreams />\n"
-            "        <OutputStreams />\n"
-            "      </Statistics>\n"
-        )
+        live = self.registry.live(path)
+        inputs, outputs = live.statistics(time.monotonic()) if live is not None else ([], [])
+        body = render_statistics(inputs, outputs)
         entry = atom.entry(
             origin, path, "statistics", "settings", None, time.time(), body, millis=True)
         await respond(send, 200, entry, ATOM_CONTENT_TYPE, head=head)

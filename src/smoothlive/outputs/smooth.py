@@ -141,6 +141,7 @@ class StreamIndexView:
     timescale: int = SMOOTH_TIMESCALE
     subtype: str | None = None
     url: str = DEFAULT_URL
+    discontinuities: frozenset[int] = frozenset()  # chunk times that begin a new timeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +220,7 @@ def _stream_index(stream: StreamIndexView, fold: bool, parts: list[str]) -> None
     parts.append(head + ">")
     for index, track in enumerate(stream.tracks):
         parts.append(_quality_level(index, track, kind))
-    _chunks(stream.chunks, fold, parts)
+    _chunks(stream.chunks, fold, parts, stream.discontinuities)
     parts.append("</StreamIndex>")
 
 
@@ -243,8 +244,18 @@ def _quality_level(index: int, track: TrackInfo, kind: TrackKind) -> str:
     return element + "/>"
 
 
-def _chunks(chunks: Sequence[tuple[int, int]], fold: bool, parts: list[str]) -> None:
-    """Append the ``c`` elements of ``chunks`` (MS-SSTR 2.2.2.6, duration coding)."""
+def _chunks(
+    chunks: Sequence[tuple[int, int]],
+    fold: bool,
+    parts: list[str],
+    discontinuities: frozenset[int] = frozenset(),
+) -> None:
+    """Append the ``c`` elements of ``chunks`` (MS-SSTR 2.2.2.6, duration coding).
+
+    A chunk in ``discontinuities`` (the first after an encoder restarted its
+    clock) always carries its ``t`` and starts a new run, even when it
+    continues the timeline: that is how a Smooth manifest marks it.
+    """
     append = parts.append
     count = len(chunks)
     expected = -1  # where the previous fragment ended; -1 forces t on the first
@@ -256,12 +267,12 @@ def _chunks(chunks: Sequence[tuple[int, int]], fold: bool, parts: list[str]) -> 
         if fold:
             while j < count:
                 next_time, next_duration = chunks[j]
-                if next_duration != duration or next_time != end:
+                if next_duration != duration or next_time != end or next_time in discontinuities:
                     break
                 end += duration
                 j += 1
         run = j - i
-        if time == expected:
+        if time == expected and time not in discontinuities:
             if run > 1:
                 append(f'<c d="{duration}" r="{run}"/>')
             else:

@@ -20,6 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smoothlive.management.settings import Settings
+from smoothlive.management.statistics import (
+    InputStreamStatistics,
+    OutputStreamStatistics,
+    RateMeter,
+    TrackStatistics,
+)
 from smoothlive.media.model import FragmentData, TrackInfo
 from smoothlive.pubpoint.presentation import ManifestSettings, Presentation, QualityLevel
 from smoothlive.pubpoint.states import Event
@@ -27,6 +33,16 @@ from smoothlive.pubpoint.states import Event
 log = logging.getLogger("smoothlive.live")
 
 _serials = itertools.count(1)
+
+
+@dataclass
+class TrackMeter:
+    """What the statistics report of one track of one input stream."""
+
+    last_time: int = 0
+    last_duration: int = 0
+    last_arrival: float = 0.0
+    incoming: RateMeter = field(default_factory=RateMeter)  # bytes per second
 
 
 @dataclass(eq=False)
@@ -39,6 +55,7 @@ class IngestStream:
     started: float = field(default_factory=time.monotonic)
     levels: dict[int, QualityLevel] = field(default_factory=dict)  # track_id -> level
     first_seen: set[int] = field(default_factory=set)  # track_ids that sent a fragment
+    meters: dict[int, TrackMeter] = field(default_factory=dict)  # track_id -> meter
     bytes: int = 0
     fragments: int = 0
     last_fragment_at: float = 0.0
@@ -110,8 +127,14 @@ class LivePoint:
         stream.first_seen.add(data.track_id)
         offset = self.presentation.admit_time(level, data.time, first)
         stored = self.presentation.add_fragment(level, data, offset)
+        now = time.monotonic()
         stream.fragments += 1
-        stream.last_fragment_at = time.monotonic()
+        stream.last_fragment_at = now
+        meter = stream.meters.setdefault(data.track_id, TrackMeter())
+        meter.last_time = stored.time if stored is not None else data.time + offset
+        meter.last_duration = data.duration
+        meter.last_arrival = now
+        meter.incoming.hit(now, data.size)
         if stored is not None and not self.started_live and self._any_published():
             self.started_live = True
             await self._on_event(Event.FIRST_FRAGMENT)
@@ -145,6 +168,47 @@ class LivePoint:
             log.info("%s: no encoder came back within %.0f s: stopping", self.path,
                      self.reconnect_grace)
             await self._on_event(Event.SOURCE_ENDED)
+
+    # -- statistics --------------------------------------------------------------
+
+    def statistics(self, now: float) -> tuple[list, list]:
+        """InputStreams and OutputStreams as measured now."""
+        sinks = ("IIS Smooth Streaming",) if self.settings.client_connections.enabled else ()
+        inputs = []
+        for stream in self.history:
+            tracks = []
+            for track_id, level in sorted(stream.levels.items()):
+                meter = stream.meters.get(track_id, TrackMeter())
+                tracks.append(TrackStatistics(
+                    track_id=track_id,
+                    name=level.info.kind,
+                    encoded_bitrate=level.info.bitrate,
+                    incoming_bitrate=int(meter.incoming.rate(now) * 8),
+                    wait_seconds=now - meter.last_arrival if meter.last_arrival else 0.0,
+                    fragment_timestamp=meter.last_time,
+                    fragment_duration=meter.last_duration,
+                    request_rate=level.requests.rate(now),
+                ))
+            first_level = next(iter(stream.levels.values()), None)
+            inputs.append(InputStreamStatistics(
+                stream_id=stream.stream_id,
+                state="Started" if stream.open else "Stopped",
+                archive_file_name=self.archive_file_name(first_level),
+                source_ip=stream.source_ip,
+                sinks=sinks,
+                tracks=tuple(tracks),
+            ))
+        outputs = [
+            OutputStreamStatistics(index.name, index.chunks[-1][0])
+            for index in self.presentation.stream_indexes.values() if index.chunks
+        ]
+        return inputs, outputs
+
+    def archive_file_name(self, level: QualityLevel | None) -> str:
+        """The archive file of a QualityLevel (empty when not archiving)."""
+        if level is None or not self.settings.archive.enabled:
+            return ""
+        return f"{level.stream_index}_{level.bitrate}.ismv"
 
     # -- the state machine's work --------------------------------------------------
 

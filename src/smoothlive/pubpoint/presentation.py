@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smoothlive.management.statistics import RateMeter
 from smoothlive.media.fragments import retimed, with_lookahead
 from smoothlive.media.model import FragmentData, TrackInfo
 from smoothlive.outputs.smooth import ManifestView, StreamIndexView, render_client_manifest
@@ -73,7 +74,7 @@ class QualityLevel:
         self._spool_size = self._spool.tell() if self._spool else 0
         self.received = 0  # fragments stored
         self.duplicates = 0  # fragments dropped as already stored
-        self.requests = 0  # fragment requests served (RequestRate)
+        self.requests = RateMeter()  # fragment requests per second (RequestRate)
 
     @property
     def bitrate(self) -> int:
@@ -341,6 +342,7 @@ class Presentation:
                 chunks=tuple(index.chunks),
                 language=index.language,
                 timescale=index.timescale,
+                discontinuities=frozenset(index.discontinuities),
             )
             for index in self.stream_indexes.values()
             if index.chunks
