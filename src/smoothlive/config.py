@@ -44,6 +44,8 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a point stays Started after its encoders' connections are lost", float),
     Setting("trusted_proxies", "",
             "comma-separated proxy addresses whose X-Forwarded-For is believed"),
+    Setting("demo", False,
+            "create /demo/live.isml and feed it ffmpeg's test signal (make run does)", bool),
 )
 
 
@@ -60,6 +62,7 @@ class ServerConfig:
     http_server: str = "granian"
     reconnect_grace: float = 30.0
     trusted_proxies: str = ""
+    demo: bool = False
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:
@@ -74,6 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; defaults come from the environment, else the table."""
     for setting in SETTINGS:
         default = os.environ.get(setting.env, setting.default)
+        if setting.type is bool:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                default=str(default).lower() in ("1", "true", "yes", "on"),
+                action=argparse.BooleanOptionalAction,
+                help=f"{setting.help} (env {setting.env}=1)",
+            )
+            continue
         parser.add_argument(
             setting.flag,
             dest=setting.name,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from smoothlive.auth.users import ensure_admin
 from smoothlive.config import ServerConfig
+from smoothlive.demo import Demo
 from smoothlive.http.app import App
 
 log = logging.getLogger("smoothlive")
@@ -112,10 +113,18 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
     serving = asyncio.create_task(server.serve())
     ready = asyncio.create_task(_wait_accepting(config.host, port, app.started))
     done, _ = await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+    demo = None
     if ready in done:
         ready.result()
         print(f"smoothlive listening on {listening_url(config, port)}", flush=True)
-    await serving
+        if config.demo:
+            demo = Demo(app.registry, listening_url(config, port))
+            await demo.start()
+    try:
+        await serving
+    finally:
+        if demo is not None:
+            await demo.stop()
 
 
 def _serve_uvicorn(app: App, config: ServerConfig, port: int) -> None:

@@ -7,6 +7,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -90,3 +91,27 @@ def test_tls(tmp_path):
 def test_unknown_urls_are_plain_404(server):
     response = httpx.get(server.url + "/nothing/here", timeout=10)
     assert response.status_code == 404
+
+
+def test_demo_point_plays_two_bitrates(tmp_path):
+    """`make run` runs the server with --demo: a live point fed by ffmpeg's test signal."""
+    srv = Server(tmp_path / "content", tmp_path / "state", extra_args=("--demo",)).start()
+    try:
+        line = srv.lines.get(timeout=30)
+        assert line.startswith("smoothlive demo: watch live video at ")
+        assert "/web/player.html?url=" in line
+        with httpx.Client(base_url=srv.url, timeout=20) as http:
+            deadline = time.monotonic() + 60
+            content = b""
+            while time.monotonic() < deadline:
+                response = http.get("/demo/live.isml/Manifest")
+                content = response.content
+                if response.status_code == 200 and b'Bitrate="300000"' in content and \
+                        b'Bitrate="800000"' in content:
+                    break
+                time.sleep(0.2)
+            assert b'Bitrate="800000"' in content and b'Bitrate="300000"' in content
+            assert b'Type="audio"' in content
+    finally:
+        srv.stop()
+    assert (tmp_path / "content" / "demo" / "live.isml").is_file()
