@@ -4,8 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The browser players (dash.js with its Smooth plugin, hls.js), from npm by
+# package-lock.json, copied next to the demo page. npm ci runs only when the
+# lock file is newer than what node_modules holds.
+NPM_STAMP := node_modules/.package-lock.json
+VENDOR := src/smoothlive/web/vendor
+DASHJS := node_modules/dashjs
+HLSJS := node_modules/hls.js
+VENDOR_FILES := \
+	$(VENDOR)/dash.all.min.js $(VENDOR)/dash.all.min.js.LICENSE.txt \
+	$(VENDOR)/dash.mss.min.js $(VENDOR)/dashjs.LICENSE.md \
+	$(VENDOR)/hls.min.js $(VENDOR)/hls.js.LICENSE
 
-.PHONY: run test lint unit e2e clean
+.PHONY: run test lint unit e2e web browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +26,36 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+# `web` is order-only: the players are brought up to date before any test
+# target, without reinstalling the Python packages when they change.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python web
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP) $@
 
-run: $(STAMP)
-	$(BIN)/smoothlive serve
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(VENDOR)/dash.%: $(NPM_STAMP)
+	@mkdir -p $(VENDOR)
+	cp $(DASHJS)/dist/modern/umd/dash.$* $@
+
+$(VENDOR)/dashjs.LICENSE.md: $(NPM_STAMP)
+	@mkdir -p $(VENDOR)
+	cp $(DASHJS)/LICENSE.md $@
+
+$(VENDOR)/hls.min.js: $(NPM_STAMP)
+	@mkdir -p $(VENDOR)
+	cp $(HLSJS)/dist/hls.min.js $@
+
+$(VENDOR)/hls.js.LICENSE: $(NPM_STAMP)
+	@mkdir -p $(VENDOR)
+	cp $(HLSJS)/LICENSE $@
+
+web: $(VENDOR_FILES)
+
+run: $(STAMP) web
+	$(BIN)/smoothlive serve --demo
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
@@ -34,5 +69,8 @@ unit: $(TEST_STAMP)
 e2e: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/e2e
 
+browser: $(TEST_STAMP)
+	$(BIN)/pytest -q tests/browser
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis node_modules $(VENDOR)

@@ -55,6 +55,7 @@ def live(tmp_path_factory) -> Iterator[dict]:
         lambda: (r := http.get(f"{POINT}/Manifest")).status_code == 200 and
         r.content.count(b"<c ") >= 4 and r.content, 30, "a live manifest")
     observed["statistics"] = [http.get(f"{POINT}/statistics").content]
+    observed["newest"] = newest_fragment(http, observed["live_manifest"])
     seen = observed["live_manifest"].count(b"<c ")
     wait_for(lambda: http.get(f"{POINT}/Manifest").content.count(b"<c ") > seen + 1, 30,
              "more fragments")
@@ -65,6 +66,14 @@ def live(tmp_path_factory) -> Iterator[dict]:
     yield {"server": srv, "http": http, "observed": observed, "base": base}
     http.close()
     srv.stop()
+
+
+def newest_fragment(http: httpx.Client, manifest: bytes) -> httpx.Response:
+    """The newest video fragment a live manifest lists, as a player asks for it."""
+    video = next(si for si in manifest_tree(manifest).findall("StreamIndex")
+                 if si.get("Type") == "video")
+    start = chunk_times(video)[-1][0]
+    return http.get(f"{POINT}/QualityLevels(300000)/Fragments(video={start})")
 
 
 def manifest_tree(content: bytes) -> etree._Element:
@@ -171,6 +180,32 @@ def test_every_listed_fragment_is_served_with_matching_times(live):
                     assert entries == following
                 checked += 1
     assert checked >= 3 * 4
+
+
+def test_a_live_fragment_is_served_only_with_a_successor_in_its_tfrf(live):
+    # Players such as dash.js's MSS plugin extend their timeline from TfrfBox
+    # alone; a live fragment without a successor to name is "not yet" (412).
+    newest = live["observed"]["newest"]
+    assert newest.status_code in (200, 412)
+    if newest.status_code == 412:
+        assert newest.headers["cache-control"] == "no-store"
+    else:
+        assert uuid_boxes(newest.content)[TFRF][4] >= 1
+
+
+def test_fragment_info_is_the_moof_alone(live):
+    http = live["http"]
+    root = manifest_tree(http.get(f"{POINT}/Manifest").content)
+    video = next(si for si in root.findall("StreamIndex") if si.get("Type") == "video")
+    start, duration = chunk_times(video)[1]
+    whole = http.get(f"{POINT}/QualityLevels(300000)/Fragments(video={start})")
+    info = http.get(f"{POINT}/QualityLevels(300000)/FragmentInfo(video={start})")
+    assert info.status_code == 200
+    (kind, _, size), = box_children(info.content, 0, len(info.content))
+    assert kind == b"moof" and whole.content.startswith(info.content)
+    assert tfxd_time(info.content) == (start, duration)
+    assert http.get(f"{POINT}/QualityLevels(300000)/FragmentInfo(video=123)"
+                    ).status_code == 404
 
 
 def test_fragment_caching_etag_head_and_misses(live):

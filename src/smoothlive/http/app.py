@@ -20,6 +20,7 @@ from smoothlive.http.delivery import POLICY_FILES, DeliveryService, delivery_rou
 from smoothlive.http.ingest import IngestService, ingest_route
 from smoothlive.http.management import ManagementService, route
 from smoothlive.http.messages import Receive, Request, Scope, Send, respond
+from smoothlive.http.static import serve_time, serve_web
 from smoothlive.pubpoint.registry import Registry
 from smoothlive.pubpoint.store import IsmlStore, atomic_write
 
@@ -105,6 +106,12 @@ class App:
             await respond(send, 200, policy, b"text/xml; charset=utf-8",
                           [(b"cache-control", b"public, max-age=86400")],
                           head=scope["method"] == "HEAD")
+            return
+        if path == "/time":
+            await serve_time(scope, receive, send)
+            return
+        if path.startswith("/web/"):
+            await serve_web(scope, receive, send, path[len("/web/"):])
             return
         if path == "/healthz":
             await respond(send, 200, b"ok\n", b"text/plain; charset=utf-8",

@@ -37,7 +37,7 @@ log = logging.getLogger("smoothlive.delivery")
 _MANIFEST = re.compile(r"^(?P<point>/.+?\.isml)/manifest/?$", re.I)
 _FRAGMENT = re.compile(
     r"^(?P<point>/.+?\.isml)/qualitylevels\((?P<bitrate>\d{1,10})\)"
-    r"/fragments\((?P<name>[^=)/]+)=(?P<time>\d{1,20})\)/?$",
+    r"/(?P<kind>fragments|fragmentinfo)\((?P<name>[^=)/]+)=(?P<time>\d{1,20})\)/?$",
     re.I,
 )
 
@@ -86,7 +86,7 @@ POLICY_FILES = {
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRoute:
-    kind: str  # manifest | fragment
+    kind: str  # manifest | fragment | fragmentinfo
     point: str
     bitrate: int = 0
     name: str = ""
@@ -96,7 +96,8 @@ class DeliveryRoute:
 def delivery_route(path: str) -> DeliveryRoute | None:
     match = _FRAGMENT.match(path)
     if match:
-        return DeliveryRoute("fragment", match["point"], int(match["bitrate"]), match["name"],
+        kind = "fragment" if match["kind"].lower() == "fragments" else "fragmentinfo"
+        return DeliveryRoute(kind, match["point"], int(match["bitrate"]), match["name"],
                              int(match["time"]))
     match = _MANIFEST.match(path)
     if match:
@@ -174,17 +175,28 @@ class DeliveryService:
             level, fragment = presentation.find(found.name, found.bitrate, found.time)
         except KeyError:
             level, fragment = None, None
-        if fragment is None:
-            due = level is not None and presentation.is_due(level.stream_index, found.time)
+        # While live, the newest fragment waits for its first successor: a live
+        # fragment must name at least one following fragment in its TfrfBox,
+        # because players (dash.js's MSS plugin among them) grow their timeline
+        # only from those and never re-read the manifest. So it is "due" (412).
+        waiting = (fragment is not None and presentation.is_live and level.lookahead > 0
+                   and not fragment.has_successor)
+        if fragment is None or waiting:
+            due = level is not None and (waiting or
+                                         presentation.is_due(level.stream_index, found.time))
             await respond(send, 412 if due else 404,
                           b"fragment not available yet\n" if due else b"no such fragment\n",
                           b"text/plain", [*CORS, *NO_STORE], head=head)
             return
         level.requests.hit(time.monotonic())
-        await self._send_fragment(request, send, level, fragment, head)
+        await self._send_fragment(request, send, level, fragment, head,
+                                  info_only=found.kind == "fragmentinfo")
 
     async def _send_fragment(self, request: Request, send: Send, level: QualityLevel,
-                             fragment: StoredFragment, head: bool) -> None:
+                             fragment: StoredFragment, head: bool, info_only: bool = False
+                             ) -> None:
+        """The fragment (moof then mdat), or with ``info_only`` its moof alone
+        (MS-SSTR FragmentInfo: what players ask for when seeking or paused)."""
         moof = fragment.served_moof or fragment.moof
         etag = f'"{fragment.time:x}-{level.bitrate:x}-{len(moof):x}"'.encode()
         headers = [
@@ -196,6 +208,11 @@ class DeliveryService:
         if request.header("if-none-match") == etag.decode():
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
+            return
+        if info_only:
+            headers.append((b"content-length", str(len(moof)).encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if head else moof})
             return
         mdat = fragment.mdat
         if mdat is None and not head:

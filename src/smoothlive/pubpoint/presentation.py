@@ -57,6 +57,7 @@ class StoredFragment:
     size: int  # len(moof) + len(mdat)
     served_moof: bytes = b""  # moof with the TfrfBox of its successors
     complete: bool = False  # its TfrfBox names LookAheadChunks successors: immutable
+    has_successor: bool = False  # its TfrfBox names at least one following fragment
 
 
 class QualityLevel:
@@ -108,6 +109,7 @@ class QualityLevel:
         ]
         fragment.served_moof = with_lookahead(fragment.moof, following)
         fragment.complete = len(following) >= self.lookahead
+        fragment.has_successor = bool(following)
 
     def evict_memory(self, before: int) -> None:
         """Drop media bytes of fragments older than ``before``: they stay in the spool."""

@@ -1,6 +1,6 @@
 /* smoothlive player page: dash.js (+ its MSS plugin) or hls.js, no framework.
  *
- * Query: ?url=<manifest URL>&type=mss|dash|hls&time=<timing URL>
+ * Query: ?url=<manifest URL>&type=mss|dash|hls&time=<timing URL>&debug=1
  * - type defaults from the URL (see guessType);
  * - time defaults to <page origin>/time (smoothlive's serve_time): dash.js
  *   syncs its clock there and nowhere else (its default is an outside server).
@@ -88,7 +88,8 @@
       }
       dash = dashjs.MediaPlayer().create();
       dash.updateSettings({
-        debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+        debug: { logLevel: params.get("debug") ? dashjs.Debug.LOG_LEVEL_DEBUG
+          : dashjs.Debug.LOG_LEVEL_WARNING },
         streaming: {
           // Our clock only: no Date header fallback, no outside time server.
           utcSynchronization: {
@@ -126,7 +127,7 @@
       if (!Hls.isSupported()) {
         throw new Error("hls.js: Media Source Extensions are not supported here");
       }
-      hls = new Hls({ enableWorker: true });
+      hls = new Hls({ enableWorker: true, debug: !!params.get("debug") });
       hls.on(Hls.Events.ERROR, function (event, data) {
         var message = "hls.js " + data.type + " " + data.details +
           (data.response && data.response.code ? " (HTTP " + data.response.code + ")" : "") +
