@@ -44,6 +44,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a point stays Started after its encoders' connections are lost", float),
     Setting("trusted_proxies", "",
             "comma-separated proxy addresses whose X-Forwarded-For is believed"),
+    Setting("archive_allow", "",
+            "folders outside the content root that an Archive Path may name "
+            "(separated by the OS path separator, ':' on POSIX)"),
     Setting("demo", False,
             "create /demo/live.isml and feed it ffmpeg's test signal (make run does)", bool),
 )
@@ -62,7 +65,12 @@ class ServerConfig:
     http_server: str = "granian"
     reconnect_grace: float = 30.0
     trusted_proxies: str = ""
+    archive_allow: str = ""
     demo: bool = False
+
+    @property
+    def archive_allow_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in self.archive_allow.split(os.pathsep) if p.strip())
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

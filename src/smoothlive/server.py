@@ -109,7 +109,11 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
         ssl_cert=Path(config.tls_cert) if config.tls_cert else None,
         ssl_key=Path(config.tls_key) if config.tls_key else None,
     )
-    _install_signals(server.stop)
+    def stop() -> None:
+        app.drain()
+        server.stop()
+
+    _install_signals(stop)
     serving = asyncio.create_task(server.serve())
     ready = asyncio.create_task(_wait_accepting(config.host, port, app.started))
     done, _ = await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -145,6 +149,7 @@ def _serve_uvicorn(app: App, config: ServerConfig, port: int) -> None:
                 log.warning("second signal: exiting at once")
                 os._exit(1)
             log.info("%s: shutting down", signal.Signals(sig).name)
+            app.drain()
             self.should_exit = True
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:

@@ -20,8 +20,9 @@ ISMV = ["-movflags", "isml+frag_keyframe", "-f", "ismv"]
 
 
 def push_command(base_url: str, point: str, seconds: float, *, bitrates=(300, 150),
-                 name: str = "ch1", offset: float = 0.0) -> list[str]:
-    """ffmpeg sending one POST per bitrate, each with video and the same audio."""
+                 name: str = "ch1", offset: float = 0.0, event: str | None = None) -> list[str]:
+    """ffmpeg sending one POST per bitrate, each with video and the same audio;
+    with ``event``, to ``Events(<event>)/Streams(...)`` (MS-SSTR)."""
     command = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
                "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
                "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
@@ -31,7 +32,8 @@ def push_command(base_url: str, point: str, seconds: float, *, bitrates=(300, 15
                     "-b:v", f"{kbps}k", "-s", size, *AUDIO]
         if offset:
             command += ["-output_ts_offset", str(offset)]
-        command += [*ISMV, f"{base_url}{point}/Streams({name}-{kbps}k)"]
+        events = f"/Events({event})" if event else ""
+        command += [*ISMV, f"{base_url}{point}{events}/Streams({name}-{kbps}k)"]
     return command
 
 

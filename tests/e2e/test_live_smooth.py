@@ -201,7 +201,7 @@ def test_fragment_info_is_the_moof_alone(live):
     whole = http.get(f"{POINT}/QualityLevels(300000)/Fragments(video={start})")
     info = http.get(f"{POINT}/QualityLevels(300000)/FragmentInfo(video={start})")
     assert info.status_code == 200
-    (kind, _, size), = box_children(info.content, 0, len(info.content))
+    (kind, _, _), = box_children(info.content, 0, len(info.content))
     assert kind == b"moof" and whole.content.startswith(info.content)
     assert tfxd_time(info.content) == (start, duration)
     assert http.get(f"{POINT}/QualityLevels(300000)/FragmentInfo(video=123)"

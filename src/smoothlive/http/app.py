@@ -2,7 +2,9 @@
 
 The dispatch is a few string comparisons, not a framework router: later the
 same callable serves video fragments, and the delivery path must not pay for
-middleware on every request. Management URLs go to ``ManagementService``.
+middleware on every request. Management URLs go to ``ManagementService``;
+live presentations (``.isml``) to ``DeliveryService``, on-demand ones
+(``.ism``) to ``OnDemandService``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from smoothlive.http.delivery import POLICY_FILES, DeliveryService, delivery_rou
 from smoothlive.http.ingest import IngestService, ingest_route
 from smoothlive.http.management import ManagementService, route
 from smoothlive.http.messages import Receive, Request, Scope, Send, respond
+from smoothlive.http.ondemand import OnDemandService, ondemand_route
 from smoothlive.http.static import serve_time, serve_web
 from smoothlive.pubpoint.registry import Registry
 from smoothlive.pubpoint.store import IsmlStore, atomic_write
@@ -53,15 +56,23 @@ class App:
         self.authenticator = Authenticator(
             self.users, load_secret(config.state_dir), realm=config.realm)
         self.registry = Registry(
-            IsmlStore(config.root), config.state_dir, reconnect_grace=config.reconnect_grace)
+            IsmlStore(config.root), config.state_dir, reconnect_grace=config.reconnect_grace,
+            archive_allow=config.archive_allow_paths)
         self.management = ManagementService(self.registry, self.authenticator)
         self.ingest = IngestService(
             self.registry, self.authenticator, config.trusted_proxy_set)
         self.delivery = DeliveryService(self.registry)
+        self.ondemand = OnDemandService(config.root)
         self.started = asyncio.Event()
 
     def startup(self) -> None:
         self.registry.recover()
+
+    def drain(self) -> None:
+        """The first stop signal: end the encoders' POSTs so a graceful stop does not
+        wait for events that could run for hours; the lifespan shutdown then
+        finishes the archives."""
+        self.registry.drain()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -83,6 +94,10 @@ class App:
                 await send({"type": "lifespan.startup.complete"})
                 self.started.set()
             elif message["type"] == "lifespan.shutdown":
+                try:
+                    await asyncio.wait_for(self.registry.finish_archives(), 10)
+                except Exception:  # the journal repairs what was not finished
+                    log.exception("archives not finished at shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -92,6 +107,10 @@ class App:
         played = delivery_route(path)
         if played is not None:
             await self.delivery(Request(scope, receive), send, played)
+            return
+        archived = ondemand_route(path)
+        if archived is not None:
+            await self.ondemand(Request(scope, receive), send, archived)
             return
         pushed = ingest_route(path)
         if pushed is not None:

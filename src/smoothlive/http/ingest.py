@@ -130,7 +130,7 @@ class IngestService:
     async def _receive(self, request: Request, send: Send, path: str, found: IngestRoute,
                        point) -> None:
         source = self.client_address(request)
-        stream = point.open_stream(found.stream_id, source)
+        stream = point.open_stream(found.stream_id, source, found.event_id)
         parser = IngestParser()
         ended = False
         failure: str | None = None

@@ -6,6 +6,12 @@ tells the registry when the point's state must move: the first fragment
 (Starting -> Started), every stream ended with an end of stream (-> Stopped),
 or every stream lost without one for longer than the reconnect grace period
 (-> Stopped: a network blip does not end an event).
+
+With Archive enabled it also writes every stored fragment to the archive
+(:mod:`smoothlive.archive.writer`) as it is stored, flushes it to disk once a
+second from a worker thread, and finishes it when the point stops. A failing
+archive (full disk, folder not writable) moves the point to Error with the
+OS error as LastError; players keep what is already published.
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smoothlive.archive.writer import (
+    ArchiveError,
+    ArchiveJournal,
+    SegmentedArchive,
+    file_name,
+)
 from smoothlive.management.settings import Settings
 from smoothlive.management.statistics import (
     InputStreamStatistics,
@@ -27,10 +39,27 @@ from smoothlive.management.statistics import (
     TrackStatistics,
 )
 from smoothlive.media.model import FragmentData, TrackInfo
-from smoothlive.pubpoint.presentation import ManifestSettings, Presentation, QualityLevel
+from smoothlive.pubpoint.presentation import (
+    ManifestSettings,
+    Presentation,
+    QualityLevel,
+    StoredFragment,
+)
 from smoothlive.pubpoint.states import Event
 
 log = logging.getLogger("smoothlive.live")
+
+ARCHIVE_FLUSH_SECONDS = 1.0
+# HRESULT_FROM_WIN32 for the OS error that broke the archive: what IIS reports as LastError.
+# ENOSPC, EDQUOT: ERROR_DISK_FULL; EACCES, EPERM, EISDIR: ERROR_ACCESS_DENIED;
+# EROFS: ERROR_WRITE_PROTECT; ENOENT, ENOTDIR: ERROR_PATH_NOT_FOUND.
+_WIN32_ERRORS = {28: 112, 122: 112, 13: 5, 1: 5, 21: 5, 30: 19, 2: 3, 20: 3}
+
+
+def hresult_of(exc: OSError) -> int:
+    """An OSError as an HRESULT (``0x8007xxxx``), as LastError reports it."""
+    code = _WIN32_ERRORS.get(exc.errno or 0, 0x1F)  # ERROR_GEN_FAILURE
+    return 0x80070000 | code
 
 _serials = itertools.count(1)
 
@@ -62,6 +91,7 @@ class IngestStream:
     ended: bool = False
     open: bool = True
     stopped: bool = False  # the point was stopped: the handler ends the POST
+    event_id: str | None = None  # Events(<EventID>) of the ingest URL
 
 
 def manifest_settings(settings: Settings) -> ManifestSettings:
@@ -81,8 +111,10 @@ class LivePoint:
         path: str,
         settings: Settings,
         spool_dir: Path,
-        on_event: Callable[[Event], Awaitable[None]],
+        on_event: Callable[[Event, int | None], Awaitable[None]],
         reconnect_grace: float = 30.0,
+        archive_base: Path | None = None,
+        journal: ArchiveJournal | None = None,
     ) -> None:
         self.path = path
         self.settings = settings
@@ -95,11 +127,20 @@ class LivePoint:
         self._grace: asyncio.TimerHandle | None = None
         self.started_live = False
         self.waiters: set[asyncio.Future[None]] = set()
+        # The archive: its base folder (<archives>/<point path>), the one being written.
+        self._archive_home = archive_base if settings.archive.enabled else None
+        self.archive_base = self._archive_home
+        self.archive_done: asyncio.Future[None] | None = None  # the last finish
+        self.archive_failure: asyncio.Task[None] | None = None  # the move to Error
+        self.journal = journal
+        self.archive: SegmentedArchive | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- streams ---------------------------------------------------------------
 
-    def open_stream(self, stream_id: str, source_ip: str) -> IngestStream:
-        stream = IngestStream(stream_id, source_ip)
+    def open_stream(self, stream_id: str, source_ip: str,
+                    event_id: str | None = None) -> IngestStream:
+        stream = IngestStream(stream_id, source_ip, event_id=event_id)
         self.streams[stream.serial] = stream
         self.history.append(stream)
         if len(self.history) > 256:
@@ -118,6 +159,7 @@ class LivePoint:
             level = self.presentation.level_for(info)
             level.feeders += 1
             stream.levels[info.track_id] = level
+            self._archive_track(stream, level)
 
     async def fragment(self, stream: IngestStream, data: FragmentData) -> None:
         level = stream.levels.get(data.track_id)
@@ -127,6 +169,8 @@ class LivePoint:
         stream.first_seen.add(data.track_id)
         offset = self.presentation.admit_time(level, data.time, first)
         stored = self.presentation.add_fragment(level, data, offset)
+        if stored is not None and self.archive is not None:
+            await self._archive_fragment(level, stored, data.mdat)
         now = time.monotonic()
         stream.fragments += 1
         stream.last_fragment_at = now
@@ -137,7 +181,7 @@ class LivePoint:
         meter.incoming.hit(now, data.size)
         if stored is not None and not self.started_live and self._any_published():
             self.started_live = True
-            await self._on_event(Event.FIRST_FRAGMENT)
+            await self._on_event(Event.FIRST_FRAGMENT, None)
         self._wake()
 
     def _any_published(self) -> bool:
@@ -156,7 +200,7 @@ class LivePoint:
         if self.streams or stream.stopped:
             return
         if ended:
-            await self._on_event(Event.SOURCE_ENDED)
+            await self._on_event(Event.SOURCE_ENDED, None)
         else:
             loop = asyncio.get_running_loop()
             self._grace = loop.call_later(
@@ -167,7 +211,7 @@ class LivePoint:
         if not self.streams:
             log.info("%s: no encoder came back within %.0f s: stopping", self.path,
                      self.reconnect_grace)
-            await self._on_event(Event.SOURCE_ENDED)
+            await self._on_event(Event.SOURCE_ENDED, None)
 
     # -- statistics --------------------------------------------------------------
 
@@ -205,12 +249,101 @@ class LivePoint:
         return inputs, outputs
 
     def archive_file_name(self, level: QualityLevel | None) -> str:
-        """The archive file of a QualityLevel (empty when not archiving)."""
-        if level is None or not self.settings.archive.enabled:
+        """The archive file of a QualityLevel (empty when not archiving), within its
+        archive folder (``20261202T101500Z/video_300000.ismv``): never a server path."""
+        if level is None or self.archive is None:
             return ""
-        return f"{level.stream_index}_{level.bitrate}.ismv"
+        return f"{self.archive.folder.name}/{file_name(level.stream_index, level.bitrate)}"
+
+    # -- the archive -------------------------------------------------------------
+
+    def _archive_track(self, stream: IngestStream, level: QualityLevel) -> None:
+        if self.archive_base is None:
+            return
+        try:
+            if self.archive is None:
+                self._open_archive(stream.event_id)
+            assert self.archive is not None
+            self.archive.add_track(level.stream_index, level.info)
+        except (ArchiveError, ValueError) as exc:
+            self._archive_failed(exc)
+
+    def _open_archive(self, event_id: str | None) -> None:
+        assert self.archive_base is not None
+        archive = self.settings.archive
+        if archive.use_event_id_on_path and event_id:
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in event_id)[:100]
+            name = name.lstrip(".") or "event"
+        else:
+            name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        folder = self.archive_base / name
+        serial = 1
+        while folder.exists():  # a restart, a second event of the same second or EventID
+            serial += 1
+            folder = self.archive_base / f"{name}-{serial}"
+        self.archive = SegmentedArchive(folder, _stem(self.path), archive.segment_length.ticks)
+        if self.journal is not None:
+            self.journal.opened(folder)
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_archive())
+        log.info("%s: archiving to %s", self.path, folder)
+
+    async def _archive_fragment(self, level: QualityLevel, stored: StoredFragment,
+                                mdat: bytes) -> None:
+        assert self.archive is not None
+        try:
+            self.archive.add_fragment(level.stream_index, level.bitrate, stored.time,
+                                      level.info.timescale, stored.moof, mdat)
+        except ArchiveError as exc:
+            self._archive_failed(exc)
+
+    def _archive_failed(self, exc: Exception) -> None:
+        """Stop archiving (what was written stays valid) and move the point to Error
+        with the OS error as LastError; the live presentation goes on."""
+        log.error("%s: archiving stopped: %s", self.path, exc)
+        archive, self.archive = self.archive, None
+        self.archive_base = None
+        if self._flusher is not None and self._flusher is not asyncio.current_task():
+            self._flusher.cancel()
+        self._flusher = None
+        loop = asyncio.get_running_loop()
+        if archive is not None:
+            loop.run_in_executor(None, _close_quietly, archive, self.journal)
+        if isinstance(exc, OSError):
+            self.archive_failure = loop.create_task(
+                self._on_event(Event.FAILED, hresult_of(exc)))
+
+    async def _flush_archive(self) -> None:
+        """fsync the archive once a second: what a power cut may lose is that second."""
+        while True:
+            await asyncio.sleep(ARCHIVE_FLUSH_SECONDS)
+            archive = self.archive
+            if archive is None:
+                return
+            try:
+                await asyncio.to_thread(archive.flush)
+            except ArchiveError as exc:
+                self._archive_failed(exc)
+                return
+
+    def finish_archive(self) -> None:
+        """The event is over: finish the archive (mfra, .ismc) off the event loop."""
+        archive, self.archive = self.archive, None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        if archive is not None:
+            self.archive_done = asyncio.get_running_loop().run_in_executor(
+                None, _close_quietly, archive, self.journal)
 
     # -- the state machine's work --------------------------------------------------
+
+    def end_inputs(self) -> None:
+        """The server is stopping: end every encoder POST at its next chunk, and
+        leave the point's state as it is (it comes back Starting after a restart,
+        and the encoders' reconnects continue it)."""
+        for stream in self.streams.values():
+            stream.stopped = True
+        self._wake()
 
     def stop_inputs(self) -> None:
         """Stopping: end every input, keep the presentation (DVR-only)."""
@@ -220,6 +353,7 @@ class LivePoint:
         for stream in self.streams.values():
             stream.stopped = True
         self.presentation.end_live()
+        self.finish_archive()
         self._wake()
 
     def resume(self) -> None:
@@ -227,12 +361,16 @@ class LivePoint:
         self.presentation.is_live = True
         self.presentation.version += 1
         self.started_live = False
+        # The next stream's tracks start a new archive presentation (the last
+        # one was finished at Stop), and one that failed is tried again.
+        self.archive_base = self._archive_home
 
     def close(self) -> None:
         """ShuttingDown: drop the live presentation and its spool (an archive stays)."""
         self.stop_inputs()
         self.presentation.close()
         shutil.rmtree(self.spool_dir, ignore_errors=True)
+
 
     # -- waiting for fragments ---------------------------------------------------
 
@@ -241,3 +379,21 @@ class LivePoint:
             if not waiter.done():
                 waiter.set_result(None)
         self.waiters.clear()
+
+
+def _stem(path: str) -> str:
+    """The name archive files take from the point: ``/live/ch1.isml`` -> ``ch1``."""
+    name = path.rsplit("/", 1)[-1]
+    return name[: -len(".isml")] if name.lower().endswith(".isml") else name
+
+
+def _close_quietly(archive: SegmentedArchive, journal: ArchiveJournal | None) -> None:
+    """Finish an archive (in a worker thread); a failure is logged, the journal keeps it
+    so the next start repairs it."""
+    try:
+        archive.close()
+    except (ArchiveError, ValueError) as exc:
+        log.error("archive %s could not be finished: %s", archive.folder, exc)
+        return
+    if journal is not None:
+        journal.closed(archive.folder)

@@ -16,12 +16,14 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smoothlive.archive.writer import ArchiveJournal
 from smoothlive.management.errors import (
     E_FAIL,
     ManagementError,
@@ -68,10 +70,14 @@ class Registry:
         state_dir: Path,
         wall_clock: Callable[[], float] = time.time,
         reconnect_grace: float = 30.0,
+        archive_allow: tuple[Path, ...] = (),
     ) -> None:
         self.store = store
         self.state_dir = state_dir
         self.reconnect_grace = reconnect_grace
+        # Folders outside the content root that an Archive Path may name.
+        self.archive_allow = tuple(Path(os.path.realpath(p)) for p in archive_allow)
+        self.journal = ArchiveJournal(state_dir / "archives-open")
         self.spool_root = state_dir / "spool"
         self.points_dir = state_dir / "points"
         self.points_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +97,8 @@ class Registry:
         dropped); archives do.
         """
         shutil.rmtree(self.spool_root, ignore_errors=True)
+        # Archives a crash left open: cut to the last whole fragment and finished.
+        self.journal.recover_all()
         for state_file in self.points_dir.glob("*.json"):
             try:
                 saved = json.loads(state_file.read_bytes())
@@ -169,6 +177,35 @@ class Registry:
             log.warning("skipping unreadable publishing point %s: %s", path, exc)
             return None
 
+    # -- archives --------------------------------------------------------
+
+    def archive_base(self, path: str, settings: Settings) -> Path:
+        """Where a point's archives go: ``<Archive Path or <root>/archives>/<point path>``.
+
+        A relative Archive Path is taken from the content root. A Path outside
+        the root must lie in a folder the operator allowed (``--archive-allow``):
+        otherwise MPE_MGMT_INVALID_DATA, so a management user cannot make the
+        server write anywhere it can.
+        """
+        root = self.store.root
+        configured = settings.archive.path
+        base = root / "archives" if not configured else root / configured.replace("\\", "/")
+        real = Path(os.path.realpath(base))
+        inside = [root, *self.archive_allow]
+        if not any(real == folder or folder in real.parents for folder in inside):
+            raise ManagementError(
+                MgmtError.INVALID_DATA,
+                f"Archive Path {configured!r} is outside the content root and not allowed")
+        relative = path.strip("/")
+        if relative.lower().endswith(".isml"):
+            relative = relative[: -len(".isml")]
+        return real.joinpath(*relative.split("/"))
+
+    def check_settings(self, path: str, settings: Settings) -> None:
+        """What the schema cannot say about settings, checked before they are written."""
+        if settings.archive.enabled or settings.archive.path:
+            self.archive_base(path, settings)
+
     # -- operations ----------------------------------------------------
 
     def _lock(self, runtime: PointRuntime) -> asyncio.Lock:
@@ -179,6 +216,7 @@ class Registry:
     async def create(self, path: str, settings: Settings) -> PointFile:
         if path in self._creating:
             raise ManagementError(MgmtError.PUBLISHING_POINT_LOCKED, path)
+        self.check_settings(path, settings)
         self._creating.add(path)
         try:
             try:
@@ -196,6 +234,7 @@ class Registry:
 
     async def update_settings(self, path: str, settings: Settings) -> PointFile:
         self.get(path)
+        self.check_settings(path, settings)
         runtime = self.runtime(path)
         async with self._lock(runtime):
             if runtime.state is not State.IDLE:
@@ -240,11 +279,37 @@ class Registry:
         spool = self.spool_root / self._state_file(runtime.path).stem
         path = runtime.path
 
-        async def on_event(event: Event) -> None:
-            await self.event(path, event)
+        async def on_event(event: Event, last_error: int | None = None) -> None:
+            await self.event(path, event, last_error)
 
-        runtime.live = LivePoint(path, point.settings, spool, on_event, self.reconnect_grace)
+        archive_base = None
+        if point.settings.archive.enabled:
+            try:
+                archive_base = self.archive_base(path, point.settings)
+            except ManagementError as exc:  # the file was edited by hand: say so, go on
+                log.error("%s: not archiving: %s", path, exc.detail)
+        runtime.live = LivePoint(path, point.settings, spool, on_event, self.reconnect_grace,
+                                 archive_base=archive_base, journal=self.journal)
         return runtime.live
+
+    def drain(self) -> None:
+        """The server is stopping: end every ingest (points keep their state)."""
+        for runtime in self._runtime.values():
+            if runtime.live is not None:
+                runtime.live.end_inputs()
+
+    async def finish_archives(self) -> None:
+        """The server is stopping: finish every archive being written (mfra, .ismc)."""
+        done = []
+        for runtime in self._runtime.values():
+            live = runtime.live
+            if live is not None and live.archive is not None:
+                live.finish_archive()
+                if live.archive_done is not None:
+                    done.append(live.archive_done)
+        if done:
+            await asyncio.gather(*done, return_exceptions=True)
+            log.info("%d archive(s) finished", len(done))
 
     def live(self, path: str) -> LivePoint | None:
         runtime = self._runtime.get(path)
