@@ -99,3 +99,34 @@ async def test_files_are_written_whole_and_private_state_is_0600(registry, tmp_p
     assert leftovers == ["x.isml"]  # no temporary file left behind
     state_file = next((tmp_path / "state" / "points").glob("*.json"))
     assert state_file.stat().st_mode & 0o777 == 0o600
+
+
+async def test_error_to_idle_drops_the_live_presentation(registry):
+    await registry.create("/e.isml", Settings(title="e"))
+    await registry.request_state("/e.isml", State.STARTED)
+    live = registry.live("/e.isml")
+    assert live is not None
+    await registry.event("/e.isml", Event.FAILED, 0x80070070)
+    runtime = registry.runtime("/e.isml")
+    assert runtime.state is State.ERROR and runtime.last_error == 0x80070070
+    await registry.request_state("/e.isml", State.IDLE)
+    assert runtime.state is State.IDLE and registry.live("/e.isml") is None
+    assert not live.presentation.is_live
+
+
+def test_an_archive_path_outside_the_root_is_invalid_data(registry, tmp_path):
+    from dataclasses import replace
+
+    from smoothlive.management.settings import ArchiveSettings
+
+    outside = replace(Settings(), archive=ArchiveSettings(path=str(tmp_path / "elsewhere")))
+    with pytest.raises(ManagementError) as caught:
+        registry.check_settings("/a.isml", outside)
+    assert caught.value.error is MgmtError.INVALID_DATA
+    inside = replace(Settings(), archive=ArchiveSettings(path="records"))
+    registry.check_settings("/a.isml", inside)
+    assert registry.archive_base("/live/a.isml", inside) == (
+        tmp_path / "content" / "records" / "live" / "a").resolve()
+    allowed = Registry(IsmlStore(tmp_path / "content"), tmp_path / "state",
+                       archive_allow=(tmp_path / "elsewhere",))
+    allowed.check_settings("/a.isml", outside)

@@ -76,6 +76,8 @@ class QualityLevel:
         self.received = 0  # fragments stored
         self.duplicates = 0  # fragments dropped as already stored
         self.requests = RateMeter()  # fragment requests per second (RequestRate)
+        self.forgotten_before = -1  # fragments before this time left the DVR window
+        self._in_memory = 0  # position of the oldest fragment whose mdat may be in memory
 
     @property
     def bitrate(self) -> int:
@@ -83,8 +85,8 @@ class QualityLevel:
 
     def add(self, time: int, duration: int, moof: bytes, mdat: bytes) -> StoredFragment | None:
         """Store a fragment; None if one with this time is already stored."""
-        if time in self.fragments:
-            self.duplicates += 1
+        if time in self.fragments or time < self.forgotten_before:
+            self.duplicates += 1  # stored already, or resent after it left the DVR window
             return None
         offset = self._spool_size
         if self._spool is not None:
@@ -94,6 +96,10 @@ class QualityLevel:
         stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat))
         index = bisect.bisect_left(self.times, time)
         self.times.insert(index, time)
+        if index < self._in_memory:  # late, among fragments already evicted: evict it too
+            self._in_memory += 1
+            if self._spool is not None:
+                stored.mdat = None
         self.fragments[time] = stored
         self.received += 1
         # This fragment and the LookAheadChunks before it get new TfrfBoxes.
@@ -115,13 +121,13 @@ class QualityLevel:
         """Drop media bytes of fragments older than ``before``: they stay in the spool."""
         if self._spool is None:
             return
-        for time in self.times:
-            if time >= before:
-                break
-            fragment = self.fragments[time]
-            if fragment.mdat is None:
-                continue
-            fragment.mdat = None
+        # From where the last eviction stopped: the cost is per fragment, not per
+        # fragment of the event on every publish.
+        times, position = self.times, min(self._in_memory, len(self.times))
+        while position < len(times) and times[position] < before:
+            self.fragments[times[position]].mdat = None
+            position += 1
+        self._in_memory = position
         self._spool.flush()
 
     def forget(self, before: int) -> None:
@@ -130,6 +136,8 @@ class QualityLevel:
         for time in self.times[:cut]:
             del self.fragments[time]
         del self.times[:cut]
+        self._in_memory = max(0, self._in_memory - cut)
+        self.forgotten_before = max(self.forgotten_before, before)
 
     def read_mdat(self, fragment: StoredFragment) -> bytes:
         """The media bytes of an evicted fragment, from the spool (blocking: call in a thread)."""

@@ -372,6 +372,9 @@ class Registry:
         if move.via is not None:
             await self._set_state(runtime, move.via)
             await self._leave(runtime, move.via)
+        elif move.to is State.IDLE and runtime.live is not None:
+            # Error -> Idle has no ShuttingDown step: its presentation goes all the same.
+            await self._leave(runtime, State.SHUTTING_DOWN)
         await self._set_state(runtime, move.to, last_error)
 
     async def delete(self, path: str) -> None:
