@@ -2,11 +2,14 @@
 
 ``settings_strategy()`` draws valid ``Settings`` (every field, the corners
 included: fractional durations, XML-special and non-ASCII text, credentials,
-modules with and without HLS). ``invalid_settings_case_strategy()`` draws
-``(body, expected error)`` pairs: whole Atom entries around a Settings element
-that are not well-formed (INVALID_XML), break the schema (INVALID_SCHEMA) or
-hold a value out of range (INVALID_DATA); ``invalid_settings_xml_strategy()``
-is the bodies alone.
+modules with and without HLS, outputs switched off, key rotation), each one
+already holding its keys (``with_generated_keys`` leaves it as it is), so it
+round-trips through a server that generates missing keys too.
+
+``invalid_settings_case_strategy()`` draws ``(body, expected error)`` pairs:
+whole Atom entries around a Settings element that are not well-formed
+(INVALID_XML), break the schema (INVALID_SCHEMA) or hold a value out of range
+(INVALID_DATA); ``invalid_settings_xml_strategy()`` is the bodies alone.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from lxml import etree
 from smoothlive.management.durations import ZERO, Duration
 from smoothlive.management.errors import NS_MGMT, MgmtError
 from smoothlive.management.settings import (
+    DASH_MODULE_ID,
     HLS_MODULE_ID,
     HLS_MODULE_NAME,
+    SMOOTH_MODULE_ID,
     ArchiveSettings,
     ClientConnections,
     HlsSettings,
@@ -101,42 +106,63 @@ _REFS = st.lists(
     max_size=3,
 ).map(tuple)
 
-_HLS = st.builds(
-    HlsSettings,
-    segment_length=durations(1000, 3_600_000),
-    max_bit_rate=st.integers(1, 2**32 - 1),
-    allow_caching=st.booleans(),
-    backward_compatible=st.booleans(),
-    include_codecs=st.booleans(),
-    encryption_enabled=st.booleans(),
-    key=st.one_of(st.none(), st.from_regex(r"[0-9A-Fa-f]{32}", fullmatch=True)),
-)
+_KEYS = st.from_regex(r"[0-9A-Fa-f]{32}", fullmatch=True)
+
+
+@st.composite
+def _hls(draw: st.DrawFn) -> HlsSettings:
+    """HLS settings; an encrypting module has its key, as a stored point always has."""
+    encryption_enabled = draw(st.booleans())
+    return HlsSettings(
+        segment_length=draw(durations(1000, 3_600_000)),
+        max_bit_rate=draw(st.integers(1, 2**32 - 1)),
+        allow_caching=draw(st.booleans()),
+        backward_compatible=draw(st.booleans()),
+        include_codecs=draw(st.booleans()),
+        encryption_enabled=encryption_enabled,
+        key=draw(_KEYS if encryption_enabled else st.one_of(st.none(), _KEYS)),
+        key_rotation=draw(st.one_of(st.just(ZERO), durations(10_000, 86_400_000))),
+    )
+
+
 _MODULE_NAME = st.one_of(st.none(), xml_text(1, 30))
+_MODULE_ID = st.one_of(
+    st.sampled_from([SMOOTH_MODULE_ID, HLS_MODULE_ID, DASH_MODULE_ID]), _trimmed_text(20)
+)
+
+
+@st.composite
+def _plain_module(draw: st.DrawFn) -> Module:
+    """A module without HLS; only a sink may be switched off."""
+    module_type = draw(st.sampled_from(["sink", "source"]))
+    return Module(
+        id=draw(_MODULE_ID),
+        type=module_type,
+        name=draw(_MODULE_NAME),
+        enabled=module_type == "source" or draw(st.booleans()),
+    )
 
 
 @st.composite
 def _modules(draw: st.DrawFn) -> tuple[Module, ...]:
-    """Modules with unique ids; at most one carries HLS, and that one is a sink."""
-    others = draw(
-        st.lists(
-            st.builds(
-                Module,
-                id=_trimmed_text(20),
-                type=st.sampled_from(["sink", "source"]),
-                name=_MODULE_NAME,
-                hls=st.none(),
-            ),
-            max_size=2,
-            unique_by=lambda m: m.id,
-        )
-    )
+    """Modules with unique ids; at most one carries HLS, and that one is a sink.
+
+    A sink ``hls`` beside a module carrying HLS under another id stays on: the
+    carrying module is the HLS switch (check_settings refuses a second one).
+    """
+    others = draw(st.lists(_plain_module(), max_size=3, unique_by=lambda m: m.id))
     if draw(st.booleans()):
         used = {m.id for m in others}
         module_id = draw(st.one_of(st.just(HLS_MODULE_ID), _trimmed_text(20)).filter(
             lambda i: i not in used
         ))
         name = draw(st.one_of(st.just(HLS_MODULE_NAME), _MODULE_NAME))
-        hls = Module(id=module_id, type="sink", name=name, hls=draw(_HLS))
+        hls = Module(id=module_id, type="sink", name=name, hls=draw(_hls()),
+                     enabled=draw(st.booleans()))
+        others = [
+            Module(m.id, m.type, m.name) if m.id == HLS_MODULE_ID and m.type == "sink" else m
+            for m in others
+        ]
         others.insert(draw(st.integers(0, len(others))), hls)
     return tuple(others)
 
@@ -308,6 +334,17 @@ def _schema_mutations() -> list[Mutation]:
         ]))
         _replace(s, _modules_with(_hls_module(child)))
 
+    def bad_module_enabled(draw: st.DrawFn, s: etree._Element) -> None:
+        value = draw(st.sampled_from(["no", "False", "", "off", "2"]))
+        _replace(s, _modules_with(_el("Module", id="dash", type="sink", enabled=value)))
+
+    def bad_key_rotation(draw: st.DrawFn, s: etree._Element) -> None:
+        encryption = _el("Encryption", enabled="true")
+        etree.SubElement(encryption, _M + "KeyRotationPeriod").text = draw(
+            st.sampled_from(["3600", "PT", "P1DT", "1h", ""])
+        )
+        _replace(s, _modules_with(_hls_module(encryption)))
+
     def unknown_attribute(draw: st.DrawFn, s: etree._Element) -> None:
         child = draw(st.sampled_from(list(s)))
         child.set(draw(st.sampled_from(["foo", "Enabled", "id"])), "1")
@@ -330,6 +367,7 @@ def _schema_mutations() -> list[Mutation]:
         unknown_element, duplicate_child, bad_boolean, bad_enabled, bad_unsigned,
         bad_duration, module_without_id, bad_hls_value, unknown_attribute,
         text_in_settings, foreign_namespace, element_in_simple_value, second_root_child,
+        bad_module_enabled, bad_key_rotation,
     ]
 
 
@@ -364,6 +402,22 @@ def _data_mutations() -> list[Mutation]:
         encryption = _el("Encryption", enabled="true")
         etree.SubElement(encryption, _M + "Key").text = key
         _replace(s, _modules_with(_hls_module(encryption)))
+
+    def key_rotation(draw: st.DrawFn, s: etree._Element) -> None:
+        encryption = _el("Encryption", enabled=draw(st.sampled_from(["true", "false"])))
+        etree.SubElement(encryption, _M + "KeyRotationPeriod").text = draw(st.sampled_from(
+            ["PT9.999S", "PT1S", "PT0.001S", "PT24H0.001S", "P2D", "P1M", "-PT1M"]
+        ))
+        _replace(s, _modules_with(_hls_module(encryption)))
+
+    def switched_off_wrongly(draw: st.DrawFn, s: etree._Element) -> None:
+        modules = draw(st.sampled_from([
+            (_el("Module", id="dash", type="source", enabled="false"),),
+            (_el("Module", id="ingest", type="source", enabled="0"),),
+            (_el("Module", id="hls", type="sink", enabled="false"),
+             _hls_module(module_id="apple")),
+        ]))
+        _replace(s, _modules_with(*modules))
 
     def module_type(draw: st.DrawFn, s: etree._Element) -> None:
         kind = draw(st.sampled_from(["filter", "Sink", "", "both"]))
@@ -409,6 +463,7 @@ def _data_mutations() -> list[Mutation]:
     return [
         source_type, manifest_version, look_ahead, unfixed_duration, hls_value, hls_key,
         module_type, module_rules, bad_url, both_directions, wrong_direction, long_title,
+        key_rotation, switched_off_wrongly,
     ]
 
 

@@ -298,7 +298,8 @@ def test_statistics_measure_the_live_streams(live):
     assert stream.findtext(f"{M}ArchiveFileName").endswith(".ismv")
     props = {p.get("name"): p.text for p in stream.iter(f"{M}Property")}
     assert props == {"Source Type": "Push", "Source IP": "127.0.0.1"}
-    assert [s.get("name") for s in stream.iter(f"{M}Sink")] == ["IIS Smooth Streaming"]
+    assert [s.get("name") for s in stream.iter(f"{M}Sink")] == [
+        "IIS Smooth Streaming", "Apple HTTP Live Streaming", "MPEG-DASH"]
     tracks = {t.findtext(f"{M}Name"): t for t in stream.iter(f"{M}Track")}
     assert set(tracks) == {"video", "audio"}
     video = tracks["video"]

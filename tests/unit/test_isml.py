@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from lxml import etree
 
-from smoothlive.management.durations import Duration
+from smoothlive.management.durations import ZERO, Duration
 from smoothlive.management.errors import ManagementError, MgmtError
 from smoothlive.management.settings import (
     HLS_MODULE_NAME,
@@ -17,9 +17,11 @@ from smoothlive.management.settings import (
     ClientConnections,
     HlsSettings,
     Module,
+    Outputs,
     PublishingPointRef,
     ServerConnections,
     Settings,
+    outputs_of,
 )
 from smoothlive.pubpoint.isml import (
     IIS_METAS,
@@ -344,3 +346,110 @@ def test_update_with_a_broken_original_is_a_value_error():
         settings_to_isml(Settings(), original=b"<html />")
     with pytest.raises(ValueError):
         settings_to_isml(Settings(), original=b"<smil><head>")
+
+
+# ---------------------------------------------------------------------------
+# Output switches and key rotation
+
+
+def test_an_iis_file_switches_no_output_off_and_rotates_no_key():
+    read = settings_from_isml(IIS_SAMPLE.encode())
+    assert outputs_of(read) == Outputs(smooth=True, hls=HlsSettings(), dash=True)
+    without_hls = IIS_SAMPLE.replace('content="m3u8-aapl"', 'content=""')
+    assert outputs_of(settings_from_isml(without_hls.encode())) == Outputs(
+        True, HlsSettings(), True
+    )
+
+
+def test_switched_off_outputs_are_listed_with_a_flag():
+    value = Settings(modules=(
+        Module("smooth", "sink", enabled=False),
+        Module("dash", "sink", "MPEG: DASH", enabled=False),
+        Module("hls", "sink"),
+    ))
+    data = settings_to_isml(value)
+    found = dict(metas(data))
+    assert found["modules"] == "sink:smooth::disabled;sink:dash:MPEG%3A%20DASH:disabled;sink:hls"
+    assert found["formats"] == "" and "m3u8-aapl-enabled" not in found
+    assert settings_from_isml(data) == value
+
+
+def test_a_switched_off_hls_module_keeps_its_settings_out_of_formats():
+    hls = HlsSettings(Duration.parse("PT4S"), encryption_enabled=True, key=KEY)
+    value = Settings(modules=(Module("hls", "sink", HLS_MODULE_NAME, hls, enabled=False),))
+    data = settings_to_isml(value)
+    found = dict(metas(data))
+    assert found["formats"] == ""  # IIS, given this file, serves no HLS either
+    assert found["m3u8-aapl-segmentlength"] == "4"
+    assert found["m3u8-aapl-enabled"] == "False"
+    assert "modules" not in found
+    assert settings_from_isml(data) == value
+    assert outputs_of(settings_from_isml(data)).hls is None
+    # Switched back on, formats names HLS again and the meta goes.
+    on = replace(value, modules=(replace(value.modules[0], enabled=True),))
+    found = dict(metas(settings_to_isml(on, original=data)))
+    assert found["formats"] == "m3u8-aapl" and "m3u8-aapl-enabled" not in found
+
+
+def test_a_switched_off_hls_module_among_others():
+    value = Settings(modules=(
+        Module("ingest", "source"),
+        Module("apple", "sink", None, HlsSettings(), enabled=False),
+        Module("hls", "sink"),
+    ))
+    data = settings_to_isml(value)
+    found = dict(metas(data))
+    assert found["modules"] == "source:ingest;sink:apple::disabled;sink:hls"
+    assert (found["m3u8-aapl-moduleid"], found["m3u8-aapl-enabled"]) == ("apple", "False")
+    assert settings_from_isml(data) == value
+
+
+def test_switching_hls_off_keeps_the_other_formats():
+    value = Settings(modules=(Module("hls", "sink", None, HlsSettings(), enabled=False),))
+    data = settings_to_isml(value, original=OPERATOR_FILE)
+    assert ("formats", "dash-future") in metas(data)
+    assert settings_from_isml(data) == value
+
+
+@pytest.mark.parametrize(
+    ("pairs", "enabled"),
+    [
+        ((("formats", "m3u8-aapl"),), True),
+        ((("formats", "m3u8-aapl"), ("m3u8-aapl-enabled", "false")), False),
+        ((("formats", ""), ("M3U8-AAPL-ENABLED", "FALSE")), False),
+        ((("formats", ""), ("m3u8-aapl-enabled", "True")), False),  # formats decides
+        ((("formats", "m3u8-aapl"), ("modules", "sink:hls::DISABLED")), False),
+    ],
+)
+def test_reading_the_hls_switch(pairs, enabled):
+    (module,) = settings_from_isml(isml(*pairs)).modules
+    assert module.hls == HlsSettings() and module.enabled is enabled
+
+
+def test_key_rotation_is_kept_in_seconds():
+    hls = HlsSettings(encryption_enabled=True, key=KEY, key_rotation=Duration.parse("PT1H0.5S"))
+    value = Settings(modules=(Module("hls", "sink", HLS_MODULE_NAME, hls),))
+    data = settings_to_isml(value)
+    assert ("m3u8-aapl-keyrotationperiod", "3600.5") in metas(data)
+    assert settings_from_isml(data) == value
+    # PT0S, the default, writes nothing.
+    plain = Settings(modules=(Module("hls", "sink", HLS_MODULE_NAME,
+                                     replace(hls, key_rotation=ZERO)),))
+    names = [name for name, _ in metas(settings_to_isml(plain, original=data))]
+    assert "m3u8-aapl-keyrotationperiod" not in names
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        (("formats", "m3u8-aapl"), ("m3u8-aapl-keyrotationperiod", "PT1H")),
+        (("formats", "m3u8-aapl"), ("m3u8-aapl-keyrotationperiod", "5")),  # out of range
+        (("formats", "m3u8-aapl"), ("m3u8-aapl-enabled", "maybe")),
+        (("modules", "sink:dash::off"),),
+        (("modules", "sink:dash:x:disabled:more"),),
+        (("modules", "source:ingest::disabled"),),  # only sinks are switched off
+    ],
+)
+def test_new_metas_that_cannot_be_read_are_value_errors(pairs):
+    with pytest.raises(ValueError):
+        settings_from_isml(isml(*pairs))

@@ -177,6 +177,29 @@ def test_pull_from_and_push_to_are_left_to_python():
     validate(smooth("<Settings><PullFrom /><PushTo /></Settings>"))
 
 
+ENCRYPTION = (
+    '<Settings><Modules><Module id="hls" type="sink"><HLS>{}</HLS></Module></Modules></Settings>'
+)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        '<Settings><Modules><Module id="dash" type="sink" enabled="false" />'
+        '<Module id="smooth" type="sink" name="Smooth" enabled="1" /></Modules></Settings>',
+        ENCRYPTION.format('<Encryption enabled="true"><Key>K</Key>'
+                          "<KeyRotationPeriod>PT1H</KeyRotationPeriod></Encryption>"),
+        ENCRYPTION.format('<Encryption enabled="true"><KeyRotationPeriod> PT10S '
+                          "</KeyRotationPeriod><Key>K</Key></Encryption>"),
+        ENCRYPTION.format('<Encryption enabled="false">'
+                          "<KeyRotationPeriod>P1Y</KeyRotationPeriod></Encryption>"),
+    ],
+    ids=["Module enabled", "KeyRotationPeriod after Key", "before Key", "range left to python"],
+)
+def test_accepts_smoothlives_additions(inner):
+    validate(smooth(inner))
+
+
 # ---------------------------------------------------------------------------
 # Refusals
 
@@ -208,6 +231,20 @@ REFUSED = {
     "<Encryption /></HLS></Module></Modules></Settings>",
     "Module without id": '<Settings><Modules><Module type="sink" /></Modules></Settings>',
     "Module without type": '<Settings><Modules><Module id="m" /></Modules></Settings>',
+    "Module enabled not a boolean": '<Settings><Modules><Module id="dash" type="sink" '
+    'enabled="no" /></Modules></Settings>',
+    "Module enabled case": '<Settings><Modules><Module id="dash" type="sink" '
+    'enabled="False" /></Modules></Settings>',
+    "KeyRotationPeriod in seconds": ENCRYPTION.format(
+        '<Encryption enabled="true"><KeyRotationPeriod>3600</KeyRotationPeriod></Encryption>'
+    ),
+    "KeyRotationPeriod twice": ENCRYPTION.format(
+        '<Encryption enabled="true"><KeyRotationPeriod>PT1H</KeyRotationPeriod>'
+        "<KeyRotationPeriod>PT1H</KeyRotationPeriod></Encryption>"
+    ),
+    "KeyRotationPeriod outside Encryption": ENCRYPTION.format(
+        "<KeyRotationPeriod>PT1H</KeyRotationPeriod>"
+    ),
     "Module with an unknown child": '<Settings><Modules><Module id="m" type="sink"><HDS />'
     "</Module></Modules></Settings>",
     "PublishingPoint outside PublishingPoints": "<Settings><PushTo><PublishingPoint>"

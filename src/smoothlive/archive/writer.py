@@ -43,33 +43,21 @@ from smoothlive.archive.ondemand import (
     render_ism,
 )
 from smoothlive.media.boxes import box, full_box
+from smoothlive.media.init import ISML_FTYP, init_segment
 from smoothlive.media.model import SMOOTH_TIMESCALE, TrackInfo
 from smoothlive.pubpoint.store import atomic_write
 
 log = logging.getLogger("smoothlive.archive")
 
-FTYP = box(b"ftyp", b"isml" + struct.pack(">I", 1) + b"piffiso2iso6")
-_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
 
 
 class ArchiveError(OSError):
     """The archive cannot be written (disk full, folder not writable...)."""
 
 
-def mvhd_box(timescale: int, next_track_id: int) -> bytes:
-    """A movie header for a fragmented file: duration 0, the fragments say the rest."""
-    body = struct.pack(">IIIIIHH8x", 0, 0, timescale, 0, 0x10000, 0x100, 0)
-    body += _MATRIX + bytes(24) + struct.pack(">I", next_track_id)
-    return full_box(b"mvhd", 0, 0, body)
-
-
 def file_header(info: TrackInfo) -> bytes:
-    """``ftyp`` and ``moov`` of a one-track archive file, from the encoder's own boxes."""
-    if not info.trak or not info.trex:
-        raise ValueError(f"track {info.track_id} has no trak/trex to archive")
-    moov = box(b"moov", [mvhd_box(info.timescale or SMOOTH_TIMESCALE, info.track_id + 1),
-                         info.trak, box(b"mvex", info.trex)])
-    return FTYP + moov
+    """``ftyp`` and ``moov`` of a one-track archive file, with the brands of ffmpeg's ismv."""
+    return init_segment(info, ISML_FTYP)
 
 
 def mfra_box(track_id: int, entries: list[tuple[int, int]]) -> bytes:

@@ -19,11 +19,13 @@ from smoothlive.auth.authenticator import Authenticator
 from smoothlive.auth.users import UserStore
 from smoothlive.config import ServerConfig
 from smoothlive.http.delivery import POLICY_FILES, DeliveryService, delivery_route
+from smoothlive.http.formats import FormatsService
 from smoothlive.http.ingest import IngestService, ingest_route
 from smoothlive.http.management import ManagementService, route
 from smoothlive.http.messages import Receive, Request, Scope, Send, respond
 from smoothlive.http.ondemand import OnDemandService, ondemand_route
 from smoothlive.http.static import serve_time, serve_web
+from smoothlive.outputs.formats import output_route
 from smoothlive.pubpoint.registry import Registry
 from smoothlive.pubpoint.store import IsmlStore, atomic_write
 
@@ -52,9 +54,10 @@ class App:
         config.root.mkdir(parents=True, exist_ok=True)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(config.state_dir, 0o700)
+        self.secret = load_secret(config.state_dir)
         self.users = UserStore(config.state_dir / "users.toml", realm=config.realm)
         self.authenticator = Authenticator(
-            self.users, load_secret(config.state_dir), realm=config.realm)
+            self.users, self.secret, realm=config.realm)
         self.registry = Registry(
             IsmlStore(config.root), config.state_dir, reconnect_grace=config.reconnect_grace,
             archive_allow=config.archive_allow_paths)
@@ -63,6 +66,7 @@ class App:
             self.registry, self.authenticator, config.trusted_proxy_set)
         self.delivery = DeliveryService(self.registry)
         self.ondemand = OnDemandService(config.root)
+        self.formats = FormatsService(self.delivery, self.ondemand, self.secret)
         self.started = asyncio.Event()
 
     def startup(self) -> None:
@@ -107,6 +111,10 @@ class App:
         played = delivery_route(path)
         if played is not None:
             await self.delivery(Request(scope, receive), send, played)
+            return
+        output = output_route(path)
+        if output is not None:
+            await self.formats(Request(scope, receive), send, output)
             return
         archived = ondemand_route(path)
         if archived is not None:

@@ -120,7 +120,9 @@ class DeliveryService:
                           [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
             return
         head = method == "HEAD"
-        live = await self._live(found.point)
+        live = await self.find_live(found.point)
+        if live is not None and not live.outputs.smooth:
+            live = None
         if live is None:
             await respond(send, 404, b"no such live presentation\n", b"text/plain",
                           [*CORS, *NO_STORE], head=head)
@@ -130,7 +132,8 @@ class DeliveryService:
         else:
             await self._fragment(request, send, live, found, head)
 
-    async def _live(self, raw_point: str):
+    async def find_live(self, raw_point: str):
+        """The live point players may read at ``raw_point``, started if AutoStart says so."""
         try:
             path = point_path(raw_point, decode=False)
         except InvalidPointPath:

@@ -151,6 +151,11 @@ class OnDemandService:
 
     # -- presentations ----------------------------------------------------------------------
 
+    async def open(self, relative: str) -> OnDemandPresentation | None:
+        """The presentation of the ``.ism`` at ``relative`` (to the content root, no leading
+        slash), refreshed when due; None when there is none. For the HLS/DASH outputs."""
+        return await self._presentation(relative)
+
     async def _presentation(self, relative: str) -> OnDemandPresentation | None:
         """The open presentation of ``relative``, refreshed when due; None if there is none."""
         current = self._open.get(relative)

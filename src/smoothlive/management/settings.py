@@ -15,7 +15,19 @@ Element layout (settings-element.md)::
       ClientConnections @enabled WindowLength, LiveCacheLength, ClientManifestVersion
       ServerConnections @enabled SendEndOfStreamOnStop
       PullFrom | PushTo          PublishingPoints / PublishingPoint @credentialName
-      Modules                    Module @id @type @name / HLS (update-publishing-point-settings.md)
+      Modules                    Module @id @type @name @enabled / HLS
+        HLS                      SegmentLength, MaxBitRate, AllowCaching, BackwardCompatible,
+                                 IncludeCodecs, Encryption @enabled / Key, KeyRotationPeriod
+                                 (update-publishing-point-settings.md)
+
+Outputs. A point is served as Smooth Streaming, HLS and MPEG-DASH; each output
+is switched by the sink Module of its id (``smooth``, ``hls``, ``dash``; for HLS
+the module carrying the HLS settings, whatever its id) and is on when there is
+none, so IIS clients and IIS .isml files, which know only the HLS module, keep
+every output on. ``Module/@enabled`` and ``Encryption/KeyRotationPeriod`` are
+smoothlive's additions to the schema, both optional and rendered only when not
+at their defaults (true, PT0S), so an IIS client never meets them.
+``outputs_of`` reads the switches.
 
 Errors: a body the schema refuses is ``INVALID_SCHEMA`` (``schema.validate`` runs
 first; ``parse_settings`` re-checks the structure defensively); a well-formed
@@ -31,8 +43,9 @@ and Module ``name`` are free text and kept verbatim; an empty Path,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -43,15 +56,21 @@ from smoothlive.management.errors import NS_MGMT, ManagementError, MgmtError
 
 __all__ = [
     "CLIENT_MANIFEST_VERSIONS",
+    "DASH_MODULE_ID",
     "HLS_MODULE_ID",
     "HLS_MODULE_NAME",
     "HLS_SEGMENT_LENGTH_DEFAULT",
     "HLS_SEGMENT_LENGTH_MAX",
     "HLS_SEGMENT_LENGTH_MIN",
+    "KEY_ROTATION_MAX",
+    "KEY_ROTATION_MIN",
     "LIVE_CACHE_LENGTH_DEFAULT",
     "LOOK_AHEAD_CHUNKS_MAX",
     "LOOK_AHEAD_CHUNKS_MIN",
     "MODULE_TYPES",
+    "OUTPUT_MODULE_IDS",
+    "SINK_NAMES",
+    "SMOOTH_MODULE_ID",
     "SOURCE_TYPES",
     "TITLE_MAX_LENGTH",
     "ArchiveSettings",
@@ -59,14 +78,18 @@ __all__ = [
     "HlsSettings",
     "Module",
     "ModuleType",
+    "Outputs",
     "PublishingPointRef",
     "ServerConnections",
     "Settings",
     "SourceType",
     "check_settings",
+    "hls_module",
+    "outputs_of",
     "parse_settings",
     "render_settings",
     "settings_defaults",
+    "with_generated_keys",
 ]
 
 SourceType = Literal["Push", "Pull"]
@@ -92,6 +115,23 @@ MAX_UNSIGNED_INT = 2**32 - 1
 #: The id and name IIS gives its Apple HTTP Live Streaming module (modules-element.md).
 HLS_MODULE_ID = "hls"
 HLS_MODULE_NAME = "HTTP Live Streaming"
+#: The ids of the sink modules that switch the Smooth Streaming and MPEG-DASH outputs.
+SMOOTH_MODULE_ID = "smooth"
+DASH_MODULE_ID = "dash"
+OUTPUT_MODULE_IDS: tuple[str, ...] = (SMOOTH_MODULE_ID, HLS_MODULE_ID, DASH_MODULE_ID)
+#: Output module id -> the Sink name the statistics report for it (as IIS names its
+#: sinks in query-publishing-point-statistics.md; MPEG-DASH is smoothlive's).
+SINK_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        SMOOTH_MODULE_ID: "IIS Smooth Streaming",
+        HLS_MODULE_ID: "Apple HTTP Live Streaming",
+        DASH_MODULE_ID: "MPEG-DASH",
+    }
+)
+#: KeyRotationPeriod range (inclusive) when not PT0S: shorter periods make clients
+#: fetch a key every few segments; longer than a day is one key per event anyway.
+KEY_ROTATION_MIN = Duration.from_seconds(10)
+KEY_ROTATION_MAX = Duration.from_seconds(24 * 3600)
 
 _NS = f"{{{NS_MGMT}}}"
 _KEY = re.compile(r"[0-9A-Fa-f]{32}")
@@ -156,7 +196,10 @@ class HlsSettings:
 
     Defaults are IIS's: 10 s segments and a 3000 kbps maximum bit rate
     (apple-http-live-streaming-with-iis-media-services.md). ``key`` is an
-    AES-128 key as 32 hex digits.
+    AES-128 key as 32 hex digits; ``with_generated_keys`` fills it in when
+    encryption is on, so the key is stored with the settings. ``key_rotation``
+    (smoothlive's ``KeyRotationPeriod``) PT0S uses one key for the whole
+    event; otherwise a new key every period.
     """
 
     segment_length: Duration = HLS_SEGMENT_LENGTH_DEFAULT
@@ -166,16 +209,22 @@ class HlsSettings:
     include_codecs: bool = False
     encryption_enabled: bool = False
     key: str | None = None
+    key_rotation: Duration = ZERO
 
 
 @dataclass(frozen=True)
 class Module:
-    """A Module element (module-element.md); ``hls`` holds its HLS configuration, if any."""
+    """A Module element (module-element.md); ``hls`` holds its HLS configuration, if any.
+
+    ``enabled`` (smoothlive's ``@enabled``) False switches off the output the
+    module stands for; only sink modules can be switched off.
+    """
 
     id: str
     type: ModuleType
     name: str | None = None
     hls: HlsSettings | None = None
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -203,6 +252,63 @@ class Settings:
 def settings_defaults() -> Settings:
     """The settings of a publishing point created with an empty Settings element."""
     return Settings()
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Which outputs a publishing point serves; ``hls`` None when HLS is off."""
+
+    smooth: bool
+    hls: HlsSettings | None
+    dash: bool
+
+
+def _sink(settings: Settings, module_id: str) -> Module | None:
+    return next((m for m in settings.modules if m.id == module_id and m.type == "sink"), None)
+
+
+def hls_module(settings: Settings) -> Module | None:
+    """The module that configures and switches HLS: the one carrying HLS settings
+    (IIS lets it have any id), else the sink with id ``hls``, else None."""
+    carrying = next((m for m in settings.modules if m.hls is not None), None)
+    return carrying if carrying is not None else _sink(settings, HLS_MODULE_ID)
+
+
+def outputs_of(settings: Settings) -> Outputs:
+    """The outputs ``settings`` switch on: each is on unless its module says
+    ``enabled="false"``; HLS with its module's settings, or the defaults."""
+    smooth, dash = _sink(settings, SMOOTH_MODULE_ID), _sink(settings, DASH_MODULE_ID)
+    module = hls_module(settings)
+    if module is None or module.hls is None:
+        hls: HlsSettings | None = HlsSettings()
+    else:
+        hls = module.hls
+    return Outputs(
+        smooth=smooth is None or smooth.enabled,
+        hls=hls if module is None or module.enabled else None,
+        dash=dash is None or dash.enabled,
+    )
+
+
+def with_generated_keys(settings: Settings, make_key: Callable[[], str]) -> Settings:
+    """``settings`` with ``make_key()`` as the Key of every HLS module that encrypts
+    without one, so the key is stored with the settings and survives restarts.
+
+    ``make_key`` returns 32 hex digits (``secrets.token_hex(16).upper()``); anything
+    else is a ``ValueError``. Settings that need no key come back as the same object.
+    """
+    modules = []
+    for module in settings.modules:
+        hls = module.hls
+        if hls is not None and hls.encryption_enabled and hls.key is None:
+            key = make_key()
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                raise ValueError(f"make_key returned {key!r}, not 32 hex digits")
+            module = replace(module, hls=replace(hls, key=key))
+        modules.append(module)
+    if all(new is old for new, old in zip(modules, settings.modules, strict=True)):
+        return settings
+    return replace(settings, modules=tuple(modules))
 
 
 # ---------------------------------------------------------------------------
@@ -280,6 +386,12 @@ def _check_hls(where: str, hls: HlsSettings) -> None:
         _check_bool(f"{where}/{name}", getattr(hls, name))
     if hls.key is not None and (not isinstance(hls.key, str) or not _KEY.fullmatch(hls.key)):
         raise _invalid(f"{where}/Encryption/Key: an AES-128 key is 32 hex digits")
+    _check_duration(f"{where}/Encryption/KeyRotationPeriod", hls.key_rotation)
+    if hls.key_rotation != ZERO and not KEY_ROTATION_MIN <= hls.key_rotation <= KEY_ROTATION_MAX:
+        raise _invalid(
+            f"{where}/Encryption/KeyRotationPeriod: {hls.key_rotation} is neither PT0S "
+            f"nor in {KEY_ROTATION_MIN}..{KEY_ROTATION_MAX}"
+        )
 
 
 def _check_modules(modules: object) -> None:
@@ -303,6 +415,9 @@ def _check_modules(modules: object) -> None:
             _check_text(f"{where}/@name", module.name)
             if module.name == "":
                 raise _invalid(f"{where}/@name: empty (leave it out instead)")
+        _check_bool(f"{where}/@enabled", module.enabled)
+        if not module.enabled and module.type != "sink":
+            raise _invalid(f"{where}/@enabled: only an output (a sink module) can be switched off")
         if module.hls is not None:
             if not isinstance(module.hls, HlsSettings):
                 raise _invalid(f"{where}/HLS: expected HlsSettings")
@@ -313,6 +428,13 @@ def _check_modules(modules: object) -> None:
     if with_hls > 1:
         # One manifest URL (format=m3u8-aapl) and one set of .isml metas: one HLS output.
         raise _invalid("Modules: more than one module carries HLS settings")
+    named = next((m for m in modules if m.id == HLS_MODULE_ID and m.type == "sink"), None)
+    if with_hls and named is not None and named.hls is None and not named.enabled:
+        # The module carrying HLS settings switches HLS; a second switch would contradict it.
+        raise _invalid(
+            f"Modules/Module[@id={HLS_MODULE_ID!r}]/@enabled: another module carries the "
+            "HLS settings and switches HLS"
+        )
 
 
 def check_settings(settings: Settings) -> None:
@@ -327,9 +449,10 @@ def check_settings(settings: Settings) -> None:
     - Archive Path has no NUL; PublishingPoint URLs are absolute http(s) URLs.
     - PullFrom publishing points only with SourceType Pull, PushTo only with Push.
     - Module ids are unique and non-empty, type is ``sink`` or ``source``; at most
-      one module carries HLS, and it is a sink.
+      one module carries HLS, and it is a sink; only sinks are switched off
+      (``enabled`` False), and not a sink ``hls`` while another module carries HLS.
     - HLS SegmentLength is in PT1S..PT1H, MaxBitRate in 1..4294967295, Key is 32 hex
-      digits (an AES-128 key).
+      digits (an AES-128 key), KeyRotationPeriod is PT0S or in PT10S..PT24H.
     - no text holds a character XML 1.0 cannot carry.
     """
     s = settings
@@ -547,12 +670,14 @@ def _hls(element: etree._Element) -> HlsSettings:
     )
     default = HlsSettings()
     encryption_enabled, key = default.encryption_enabled, default.key
+    key_rotation = default.key_rotation
     encryption = found.get("Encryption")
     if encryption is not None:
         encryption_enabled = _bool_attr(encryption, "enabled")
-        key_element = _children(encryption, ("Key",)).get("Key")
-        if key_element is not None:
+        sub = _children(encryption, ("Key", "KeyRotationPeriod"))
+        if (key_element := sub.get("Key")) is not None:
             key = _optional(_text(key_element))
+        key_rotation = _duration(sub, "KeyRotationPeriod", key_rotation)
     return HlsSettings(
         segment_length=_duration(found, "SegmentLength", default.segment_length),
         max_bit_rate=_unsigned(found, "MaxBitRate", default.max_bit_rate),
@@ -561,6 +686,7 @@ def _hls(element: etree._Element) -> HlsSettings:
         include_codecs=_bool(found, "IncludeCodecs", default.include_codecs),
         encryption_enabled=encryption_enabled,
         key=key,
+        key_rotation=key_rotation,
     )
 
 
@@ -576,6 +702,7 @@ def _module(element: etree._Element) -> Module:
         type=module_type.strip(),  # type: ignore[arg-type]  # checked by check_settings
         name=name or None,
         hls=None if hls is None else _hls(hls),
+        enabled=_bool_attr(element, "enabled", default=True),
     )
 
 
@@ -770,6 +897,8 @@ def render_settings(settings: Settings, indent: str = "      ") -> str:
             attrs = f'id="{_escape_attr(module.id)}" type="{_escape_attr(module.type)}"'
             if module.name is not None:
                 attrs += f' name="{_escape_attr(module.name)}"'
+            if not module.enabled:
+                attrs += ' enabled="false"'
             if module.hls is None:
                 add(2, f"<Module {attrs} />")
                 continue
@@ -782,11 +911,14 @@ def render_settings(settings: Settings, indent: str = "      ") -> str:
             leaf(4, "BackwardCompatible", _bool_text(h.backward_compatible))
             leaf(4, "IncludeCodecs", _bool_text(h.include_codecs))
             encryption = f'<Encryption enabled="{_bool_text(h.encryption_enabled)}"'
-            if h.key is None:
+            if h.key is None and h.key_rotation == ZERO:
                 add(4, f"{encryption} />")
             else:
                 add(4, f"{encryption}>")
-                leaf(5, "Key", h.key)
+                if h.key is not None:
+                    leaf(5, "Key", h.key)
+                if h.key_rotation != ZERO:
+                    leaf(5, "KeyRotationPeriod", str(h.key_rotation))
                 add(4, "</Encryption>")
             add(3, "</HLS>")
             add(2, "</Module>")

@@ -37,8 +37,8 @@ startOnFirstRequest             AutoStart
 archiveSegmentLength            Archive/SegmentLength, in seconds
 restartOnEncoderReconnect       AutoRestartOnEncoderReconnect
 filters                         not modelled (kept as found, empty when new)
-formats                         ``m3u8-aapl`` when an HLS module is configured (other
-                                tokens kept as found)
+formats                         ``m3u8-aapl`` when an HLS module is configured and not
+                                switched off (other tokens kept as found)
 m3u8-aapl-segmentlength         HLS/SegmentLength, in seconds
 m3u8-aapl-maxbitrate            HLS/MaxBitRate, in bit/s
 m3u8-aapl-allowcaching          HLS/AllowCaching
@@ -46,7 +46,7 @@ m3u8-aapl-backwardcompatible    HLS/BackwardCompatible
 m3u8-aapl-enableencryption      HLS/Encryption/@enabled
 ==============================  ===========================================================
 
-Metas smoothlive adds for settings IIS keeps elsewhere (written after IIS's):
+Metas smoothlive adds, for settings IIS keeps elsewhere and for its own (written after IIS's):
 
 ==============================  ===========================================================
 meta name                       meaning
@@ -58,14 +58,24 @@ archivePath                     Archive/Path (empty: the server's default path)
 useEventIdOnPath                Archive/Path/@useEventIdOnPath
 m3u8-aapl-includecodecs         HLS/IncludeCodecs
 m3u8-aapl-encryptionkey         HLS/Encryption/Key (only when set)
+m3u8-aapl-keyrotationperiod     HLS/Encryption/KeyRotationPeriod, in seconds (only when
+                                not 0)
 m3u8-aapl-moduleid              id of the HLS module, when not ``hls``
 m3u8-aapl-modulename            name of the HLS module, when not ``HTTP Live Streaming``
                                 (empty: no name)
+m3u8-aapl-enabled               ``False`` when the HLS module is switched off
+                                (Module/@enabled): its settings are kept, and ``formats``
+                                leaves out ``m3u8-aapl`` so that IIS too serves no HLS
 modules                         only when the modules are not just one HLS module: every
-                                Module in order, ``;``-separated ``type:id[:name]`` with id
-                                and name percent-encoded; the m3u8-aapl-* settings belong
-                                to the one whose id is m3u8-aapl-moduleid
+                                Module in order, ``;``-separated
+                                ``type:id[:name[:disabled]]`` with id and name
+                                percent-encoded, ``disabled`` for Module/@enabled false
+                                (name then empty if unset); the m3u8-aapl-* settings
+                                belong to the one whose id is m3u8-aapl-moduleid
 ==============================  ===========================================================
+
+A file without m3u8-aapl-enabled, m3u8-aapl-keyrotationperiod and ``disabled``
+entries (every IIS file) switches no output off and rotates no key.
 
 Booleans are written as IIS does (``True``/``False``; ``restartOnEncoderReconnect``
 in lower case) and read case-insensitively; seconds are exact decimals. The
@@ -83,7 +93,7 @@ from urllib.parse import quote, unquote
 
 from lxml import etree
 
-from smoothlive.management.durations import Duration
+from smoothlive.management.durations import ZERO, Duration
 from smoothlive.management.errors import ManagementError
 from smoothlive.management.settings import (
     HLS_MODULE_ID,
@@ -132,13 +142,16 @@ SMOOTHLIVE_METAS: tuple[str, ...] = (
     "useEventIdOnPath",
     "m3u8-aapl-includecodecs",
     "m3u8-aapl-encryptionkey",
+    "m3u8-aapl-keyrotationperiod",
     "m3u8-aapl-moduleid",
     "m3u8-aapl-modulename",
+    "m3u8-aapl-enabled",
     "modules",
 )
 _KNOWN = {name.lower() for name in IIS_METAS + SMOOTHLIVE_METAS}
 
 _HLS_FORMAT = "m3u8-aapl"
+_DISABLED = "disabled"  # the flag of a switched-off module in the modules meta
 _LIVE_MODULE = "liveSmoothStreaming"
 _ROLES = (("Fragments", "client"), ("Streams", "server"), ("Archives", "archive"))
 _TOKEN_SPLIT = re.compile(r"[;,\s]+")
@@ -174,8 +187,10 @@ def _modules_text(modules: tuple[Module, ...]) -> str:
     entries = []
     for module in modules:
         entry = f"{module.type}:{quote(module.id, safe='')}"
-        if module.name is not None:
-            entry += f":{quote(module.name, safe='')}"
+        if module.name is not None or not module.enabled:
+            entry += f":{quote(module.name or '', safe='')}"
+        if not module.enabled:
+            entry += f":{_DISABLED}"
         entries.append(entry)
     return ";".join(entries)
 
@@ -192,7 +207,7 @@ def _metas(settings: Settings, kept: dict[str, str]) -> list[tuple[str, str]]:
         "archive": s.archive.enabled,
     }
     hls_module = _hls_module(s)
-    formats = [] if hls_module is None else [_HLS_FORMAT]
+    formats = [_HLS_FORMAT] if hls_module is not None and hls_module.enabled else []
     formats += [
         token
         for token in _TOKEN_SPLIT.split(kept.get("formats", ""))
@@ -233,10 +248,14 @@ def _metas(settings: Settings, kept: dict[str, str]) -> list[tuple[str, str]]:
         metas.append(("m3u8-aapl-includecodecs", _iis_bool(hls.include_codecs)))
         if hls.key is not None:
             metas.append(("m3u8-aapl-encryptionkey", hls.key))
+        if hls.key_rotation != ZERO:
+            metas.append(("m3u8-aapl-keyrotationperiod", hls.key_rotation.to_seconds_text()))
         if hls_module.id != HLS_MODULE_ID:
             metas.append(("m3u8-aapl-moduleid", hls_module.id))
         if _only_hls(s) and hls_module.name != HLS_MODULE_NAME:
             metas.append(("m3u8-aapl-modulename", hls_module.name or ""))
+        if not hls_module.enabled:
+            metas.append(("m3u8-aapl-enabled", _iis_bool(False)))
     if not _only_hls(s):
         metas.append(("modules", _modules_text(s.modules)))
     return metas
@@ -371,7 +390,9 @@ def _integer(metas: dict[str, str], name: str, default: int) -> int:
 def _read_modules(metas: dict[str, str]) -> tuple[Module, ...]:
     formats = {t.lower() for t in _TOKEN_SPLIT.split(metas.get("formats", "")) if t}
     hls = None
-    if _HLS_FORMAT in formats:
+    # Settings of a switched-off HLS module are kept without m3u8-aapl in formats.
+    hls_enabled = _HLS_FORMAT in formats and _bool(metas, "m3u8-aapl-enabled", True)
+    if _HLS_FORMAT in formats or "m3u8-aapl-enabled" in metas:
         default = HlsSettings()
         key = metas.get("m3u8-aapl-encryptionkey", "").strip() or None
         hls = HlsSettings(
@@ -386,6 +407,7 @@ def _read_modules(metas: dict[str, str]) -> tuple[Module, ...]:
                 metas, "m3u8-aapl-enableencryption", default.encryption_enabled
             ),
             key=key,
+            key_rotation=_seconds(metas, "m3u8-aapl-keyrotationperiod", default.key_rotation),
         )
     hls_id = metas.get("m3u8-aapl-moduleid", HLS_MODULE_ID)
 
@@ -394,14 +416,15 @@ def _read_modules(metas: dict[str, str]) -> tuple[Module, ...]:
         if hls is None:
             return ()
         name = metas.get("m3u8-aapl-modulename", HLS_MODULE_NAME)
-        return (Module(id=hls_id, type="sink", name=name or None, hls=hls),)
+        return (Module(id=hls_id, type="sink", name=name or None, hls=hls, enabled=hls_enabled),)
 
     modules = []
     attached = False
     for entry in (e for e in listed.split(";") if e.strip()):
         parts = entry.strip().split(":")
-        if len(parts) not in (2, 3):
-            raise ValueError(f"meta modules: {entry!r} is not type:id[:name]")
+        flag = parts[3].strip().lower() if len(parts) == 4 else ""
+        if len(parts) not in (2, 3, 4) or flag not in ("", _DISABLED):
+            raise ValueError(f"meta modules: {entry!r} is not type:id[:name[:disabled]]")
         module_id = unquote(parts[1])
         module_hls = hls if hls is not None and module_id == hls_id else None
         attached = attached or module_hls is not None
@@ -409,8 +432,9 @@ def _read_modules(metas: dict[str, str]) -> tuple[Module, ...]:
             Module(
                 id=module_id,
                 type=parts[0],  # type: ignore[arg-type]  # checked by check_settings
-                name=unquote(parts[2]) or None if len(parts) == 3 else None,
+                name=unquote(parts[2]) or None if len(parts) >= 3 else None,
                 hls=module_hls,
+                enabled=flag != _DISABLED and (module_hls is None or hls_enabled),
             )
         )
     if hls is not None and not attached:

@@ -31,7 +31,14 @@ from smoothlive.archive.writer import (
     SegmentedArchive,
     file_name,
 )
-from smoothlive.management.settings import Settings
+from smoothlive.management.durations import Duration
+from smoothlive.management.settings import (
+    HLS_SEGMENT_LENGTH_DEFAULT,
+    SINK_NAMES,
+    Settings,
+    hls_module,
+    outputs_of,
+)
 from smoothlive.management.statistics import (
     InputStreamStatistics,
     OutputStreamStatistics,
@@ -102,7 +109,14 @@ def manifest_settings(settings: Settings) -> ManifestSettings:
         window=client.window_length.ticks,
         live_cache=client.live_cache_length.ticks or 120 * 10_000_000,
         duration=settings.estimated_duration.ticks,
+        hls_segment=_hls_segment_length(settings).ticks,
     )
+
+
+def _hls_segment_length(settings: Settings) -> Duration:
+    module = hls_module(settings)
+    hls = module.hls if module is not None else None
+    return hls.segment_length if hls is not None else HLS_SEGMENT_LENGTH_DEFAULT
 
 
 class LivePoint:
@@ -118,6 +132,7 @@ class LivePoint:
     ) -> None:
         self.path = path
         self.settings = settings
+        self.outputs = outputs_of(settings)  # Smooth, HLS, DASH: which are on
         self.spool_dir = spool_dir
         self.presentation = Presentation(manifest_settings(settings), spool_dir)
         self.streams: dict[int, IngestStream] = {}
@@ -168,7 +183,10 @@ class LivePoint:
         first = data.track_id not in stream.first_seen
         stream.first_seen.add(data.track_id)
         offset = self.presentation.admit_time(level, data.time, first)
+        version = self.presentation.version
         stored = self.presentation.add_fragment(level, data, offset)
+        if self.presentation.version != version:
+            self._published(self.presentation.index_of(level))
         if stored is not None and self.archive is not None:
             await self._archive_fragment(level, stored, data.mdat)
         now = time.monotonic()
@@ -183,6 +201,16 @@ class LivePoint:
             self.started_live = True
             await self._on_event(Event.FIRST_FRAGMENT, None)
         self._wake()
+
+    def _published(self, index) -> None:
+        """Tie media time to the wall clock (DASH availability, HLS PROGRAM-DATE-TIME):
+        the first published chunk ended now."""
+        now = time.time()
+        presentation = self.presentation
+        presentation.published_at = now
+        if presentation.anchor is None and index.chunks:
+            edge = presentation.live_edge(index)
+            presentation.anchor = now - edge / index.timescale
 
     def _any_published(self) -> bool:
         return any(index.chunks for index in self.presentation.stream_indexes.values())
@@ -217,7 +245,11 @@ class LivePoint:
 
     def statistics(self, now: float) -> tuple[list, list]:
         """InputStreams and OutputStreams as measured now."""
-        sinks = ("IIS Smooth Streaming",) if self.settings.client_connections.enabled else ()
+        outputs = self.outputs
+        switches = {"smooth": outputs.smooth, "hls": outputs.hls is not None,
+                    "dash": outputs.dash}
+        sinks = tuple(SINK_NAMES[name] for name, on in switches.items() if on) \
+            if self.settings.client_connections.enabled else ()
         inputs = []
         for stream in self.history:
             tracks = []

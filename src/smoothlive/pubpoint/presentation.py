@@ -35,6 +35,7 @@ from pathlib import Path
 from smoothlive.management.statistics import RateMeter
 from smoothlive.media.fragments import retimed, with_lookahead
 from smoothlive.media.model import FragmentData, TrackInfo
+from smoothlive.outputs.segments import Segmenter
 from smoothlive.outputs.smooth import ManifestView, StreamIndexView, render_client_manifest
 
 log = logging.getLogger("smoothlive.presentation")
@@ -178,6 +179,7 @@ class ManifestSettings:
     window: int = 0  # ticks, 0: the whole event
     live_cache: int = 120 * 10_000_000  # ticks kept in memory
     duration: int = 0  # EstimatedDuration in ticks
+    hls_segment: int = 10 * 10_000_000  # HLS SegmentLength in ticks
 
 
 class Presentation:
@@ -195,6 +197,12 @@ class Presentation:
         self.offset = 0  # added to every encoder time (restarts continue the timeline)
         self.epoch = 0  # counts timeline restarts: the first chunk after one is a discontinuity
         self.on_publish: Callable[[], None] | None = None
+        self._view: tuple[int, ManifestView] | None = None
+        # HLS segments, cut on the reference StreamIndex (the first video one).
+        self.reference: str | None = None
+        self.segmenter: Segmenter | None = None
+        self.anchor: float | None = None  # wall-clock seconds of media time 0 (set by the shell)
+        self.published_at: float | None = None  # wall-clock of the last publish (the shell)
 
     # -- tracks --------------------------------------------------------------
 
@@ -296,6 +304,16 @@ class Presentation:
             else:
                 break
         if published:
+            if self.reference is None and (index.kind == "video" or not any(
+                    i.kind == "video" for i in self.stream_indexes.values())):
+                self.reference = index.name
+                self.segmenter = Segmenter(
+                    max(1, self.settings.hls_segment * index.timescale // 10_000_000),
+                    index.timescale)
+            if index.name == self.reference and self.segmenter is not None:
+                new = bisect.bisect_right(index.chunks, (last, 1 << 64))
+                for time, duration in index.chunks[new:]:
+                    self.segmenter.add(time, duration, time in index.discontinuities)
             self._trim(index)
             self.version += 1
             if self.on_publish is not None:
@@ -315,6 +333,8 @@ class Presentation:
             del index.chunks[:keep]
             for level in index.levels:
                 level.forget(cut_time)
+            if index.name == self.reference and self.segmenter is not None:
+                self.segmenter.trim(cut_time)
         for level in index.levels:
             level.evict_memory(edge - self.settings.live_cache)
 
@@ -344,6 +364,15 @@ class Presentation:
         cached = self._manifest
         if cached is not None and cached[0] == self.version:
             return cached[1]
+        body = render_client_manifest(self.view())
+        self._manifest = (self.version, body)
+        return body
+
+    def view(self) -> ManifestView:
+        """What every output renders from, made once per version."""
+        cached = self._view
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
         views = tuple(
             StreamIndexView(
                 kind=index.kind,  # type: ignore[arg-type]
@@ -365,13 +394,14 @@ class Presentation:
             lookahead_count=self.settings.lookahead,
             dvr_window_length=self.settings.window,
         )
-        body = render_client_manifest(view)
-        self._manifest = (self.version, body)
-        return body
+        self._view = (self.version, view)
+        return view
 
     def end_live(self) -> None:
         """Stopped: the presentation stays watchable, no longer live."""
         self.is_live = False
+        if self.segmenter is not None:
+            self.segmenter.finish()
         self.version += 1
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from smoothlive.management.errors import (
     ManagementError,
     MgmtError,
 )
-from smoothlive.management.settings import Settings
+from smoothlive.management.settings import Settings, with_generated_keys
 from smoothlive.pubpoint.live import LivePoint
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.states import (
@@ -217,6 +218,7 @@ class Registry:
         if path in self._creating:
             raise ManagementError(MgmtError.PUBLISHING_POINT_LOCKED, path)
         self.check_settings(path, settings)
+        settings = with_generated_keys(settings, _new_key)
         self._creating.add(path)
         try:
             try:
@@ -235,6 +237,7 @@ class Registry:
     async def update_settings(self, path: str, settings: Settings) -> PointFile:
         self.get(path)
         self.check_settings(path, settings)
+        settings = with_generated_keys(settings, _new_key)
         runtime = self.runtime(path)
         async with self._lock(runtime):
             if runtime.state is not State.IDLE:
@@ -393,3 +396,8 @@ class Registry:
             self._state_file(path).unlink(missing_ok=True)
             self._runtime.pop(path, None)
         log.info("%s: deleted", path)
+
+
+def _new_key() -> str:
+    """An AES-128 key for HLS Encryption enabled without one: stored with the settings."""
+    return secrets.token_hex(16).upper()
