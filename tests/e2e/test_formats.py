@@ -262,3 +262,18 @@ def test_encryption_without_a_key_gets_one_stored_with_the_settings(pushed):
     text = http.get(f"{SECRET}/QualityLevels(300000)/Manifest(video,format=m3u8-aapl).m3u8").text
     uri = re.search(r'#EXT-X-KEY:METHOD=AES-128,URI="\.\./([^"]+)"', text).group(1)
     assert http.get(f"{SECRET}/{uri}").content == bytes.fromhex(key)
+
+
+def test_allow_caching_off_means_no_store_and_hls_requests_count(pushed):
+    http = pushed["http"]
+    playlist = http.get(f"{OFF}/QualityLevels(150000)/Manifest(video,format=m3u8-aapl).m3u8")
+    assert playlist.headers["cache-control"] == "no-store"
+    assert "#EXT-X-ALLOW-CACHE:NO" in playlist.text  # version 3: the tag still exists
+    segments = re.findall(r"Fragments\(video=\d+,format=m3u8-aapl\)\.ts", playlist.text)
+    for segment in segments[:3]:
+        response = http.get(f"{OFF}/QualityLevels(150000)/{segment}")
+        assert response.headers["cache-control"] == "no-store"
+    stats = etree.fromstring(http.get(f"{OFF}/statistics").content)
+    rates = [float(t.findtext(f"{M}RequestRate")) for t in stats.iter(f"{M}Track")
+             if t.findtext(f"{M}Name") == "video"]
+    assert max(rates) > 0
