@@ -26,13 +26,15 @@ from tests.e2e.test_management_api import M, create, set_state, state_of
 SECONDS = 16
 POINT = "/live/multi.isml"
 SECRET = "/live/secret.isml"
+# Keys rotate every 10 s: the live AES reader crosses a key change.
+ROTATION = "<KeyRotationPeriod>PT10S</KeyRotationPeriod>"
 OFF = "/live/off.isml"  # Smooth and DASH switched off: HLS only
 SWITCHED_OFF = ('<Modules><Module id="smooth" type="sink" enabled="false" />'
                 '<Module id="dash" type="sink" enabled="false" /></Modules>')
 HLS = ('<Modules><Module id="hls" type="sink"><HLS><SegmentLength>PT2S</SegmentLength>'
        "<MaxBitRate>3000000</MaxBitRate><AllowCaching>true</AllowCaching>"
        "<BackwardCompatible>true</BackwardCompatible><IncludeCodecs>true</IncludeCodecs>"
-       '<Encryption enabled="{encrypted}" /></HLS></Module></Modules>')
+       '<Encryption enabled="{encrypted}">{rotation}</Encryption></HLS></Module></Modules>')
 FORMATS = {
     "hls-ts": "Manifest(format=m3u8-aapl).m3u8",
     "hls-cmaf": "Manifest(format=m3u8-cmaf)",
@@ -78,8 +80,8 @@ def pushed(tmp_path_factory) -> Iterator[dict]:
     base = tmp_path_factory.mktemp("formats")
     srv = Server(base / "content", base / "state", extra_args=("--reconnect-grace", "3")).start()
     http = httpx.Client(base_url=srv.url, auth=("admin", srv.admin_password), timeout=20)
-    assert create(http, POINT, HLS.format(encrypted="false")).status_code == 201
-    assert create(http, SECRET, HLS.format(encrypted="true")).status_code == 201
+    assert create(http, POINT, HLS.format(encrypted="false", rotation="")).status_code == 201
+    assert create(http, SECRET, HLS.format(encrypted="true", rotation=ROTATION)).status_code == 201
     assert create(http, OFF, SWITCHED_OFF).status_code == 201
     for point in (POINT, SECRET, OFF):
         assert set_state(http, point, "Started").status_code == 200
@@ -277,3 +279,12 @@ def test_allow_caching_off_means_no_store_and_hls_requests_count(pushed):
     rates = [float(t.findtext(f"{M}RequestRate")) for t in stats.iter(f"{M}Track")
              if t.findtext(f"{M}Name") == "video"]
     assert max(rates) > 0
+
+
+def test_keys_rotate_on_the_period_and_each_opens_its_segments(pushed):
+    http = pushed["http"]
+    text = http.get(f"{SECRET}/QualityLevels(300000)/Manifest(video,format=m3u8-aapl).m3u8").text
+    uris = re.findall(r'#EXT-X-KEY:METHOD=AES-128,URI="\.\./([^"]+)"', text)
+    assert [re.search(r"Keys\((\d+)\)", u).group(1) for u in uris] == ["0", "1"]
+    keys = [http.get(f"{SECRET}/{uri}").content for uri in uris]
+    assert len(set(keys)) == 2 and all(len(k) == 16 for k in keys)

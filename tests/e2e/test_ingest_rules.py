@@ -156,6 +156,16 @@ def test_timestamps_that_jump_back_start_a_discontinuity(server, operator, point
     # The first chunk after the restart carries its own t: a new timeline starts there.
     restarted = video.findall("c")[4]
     assert restarted.get("t") == str(times[4][0])
+    # HLS starts a segment there with EXT-X-DISCONTINUITY; DASH an explicit S@t.
+    playlist = operator.get(f"{point}/QualityLevels(300000)/Manifest(video,format=m3u8-aapl)"
+                            ".m3u8").text
+    lines = playlist.splitlines()
+    restart_uri = f"Fragments(video={times[4][0]},format=m3u8-aapl).ts"
+    assert restart_uri in lines, playlist
+    assert "#EXT-X-DISCONTINUITY" in lines[lines.index(restart_uri) - 3:lines.index(restart_uri)]
+    assert playlist.count("#EXT-X-DISCONTINUITY\n") == 1
+    mpd = operator.get(f"{point}/Manifest(format=mpd-time-csf)").text
+    assert f'<S t="{times[4][0]}"' in mpd
 
 
 def test_events_url_form_is_accepted(server, operator, point):

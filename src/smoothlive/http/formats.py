@@ -486,8 +486,8 @@ class FormatsService:
             base = bytes.fromhex(configured)
         else:  # encryption on, no key stored (settings written by hand): derive one
             base = hmac.new(self._secret, point.lower().encode(), hashlib.sha256).digest()[:16]
-        if number == 0 and not _options(source.hls).key_rotation:
-            return base
+        if number == 0:
+            return base  # the first period's key is the Key the settings show
         return hmac.new(base, b"key %d" % number, hashlib.sha256).digest()[:16]
 
     async def _key(self, request: Request, send: Send, source: _Source, found: OutputRoute,
