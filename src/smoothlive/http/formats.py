@@ -66,6 +66,7 @@ log = logging.getLogger("smoothlive.formats")
 TOKEN_PERIOD = 600  # key tokens are valid for 10 to 20 minutes
 CACHE_BYTES = 256 << 20  # converted fragments and encrypted segments
 SHORT_LIVE = b"public, max-age=1"
+DOCUMENTS = 2048  # cached playlists and MPDs (one per presentation and document)
 STOPPED = b"public, max-age=60"
 
 
@@ -87,6 +88,13 @@ class _Source:
     fetch: Callable[[str, int, int], Awaitable[tuple[bytes, bytes] | None]]
     hit: Callable[[str, int], None]
     first_moof: Callable[[str], bytes | None] = lambda name: None
+
+
+@dataclass
+class _Document:
+    version: object
+    body: bytes
+    gzipped: bytes | None = None
 
 
 class _Lru:
@@ -122,7 +130,8 @@ class FormatsService:
         self._secret = hashlib.sha256(b"smoothlive hls keys\n" + secret).digest()
         self._clock = clock
         self._media = _Lru(CACHE_BYTES)
-        self._documents: OrderedDict[tuple, bytes] = OrderedDict()
+        self._documents: OrderedDict[tuple, _Document] = OrderedDict()
+        self._facts: OrderedDict[tuple, object] = OrderedDict()  # frame rates, first moofs
         self._pending: dict[tuple, asyncio.Future[bytes | None]] = {}
         self._segmenters: dict[tuple, Segmenter] = {}
 
@@ -289,7 +298,7 @@ class FormatsService:
         await self._send_document(request, send, source, body, "m3u8", head)
 
     def _playlist_body(self, source: _Source, found: OutputRoute, options: HlsOptions,
-                       expiry: int, key_uri: Callable[[int], str]) -> bytes:
+                       expiry: int, key_uri: Callable[[int], str]) -> _Document:
         assert source.segmenter is not None and source.hls is not None
         return self._document(
             source, ("playlist", found.format, found.name, found.bitrate, expiry),
@@ -298,28 +307,31 @@ class FormatsService:
                 options=options, target=source.hls.segment_length.ticks / 10_000_000,
                 anchor=source.anchor, key_uri=key_uri))
 
-    def _document(self, source: _Source, what: tuple, render: Callable[[], bytes]) -> bytes:
-        key = (source.key, source.version, *what)
-        body = self._documents.get(key)
-        if body is None:
-            body = render()
-            self._documents[key] = body
-            if len(self._documents) > 4096:
-                self._documents.popitem(last=False)
-        return body
+    def _document(self, source: _Source, what: tuple, render: Callable[[], bytes]) -> _Document:
+        """The document ``what`` of ``source``, rendered once per version. One entry per
+        (presentation, document), replaced when the version moves: a long window's
+        playlists are large, and old versions are never asked for again."""
+        key = (source.key, *what)
+        entry = self._documents.get(key)
+        if entry is not None and entry.version == source.version:
+            self._documents.move_to_end(key)
+            return entry
+        entry = _Document(source.version, render())
+        self._documents[key] = entry
+        while len(self._documents) > DOCUMENTS:
+            self._documents.popitem(last=False)
+        return entry
 
-    async def _send_document(self, request: Request, send: Send, source: _Source, body: bytes,
-                             extension: str, head: bool) -> None:
+    async def _send_document(self, request: Request, send: Send, source: _Source,
+                             document: _Document, extension: str, head: bool) -> None:
         hls_no_cache = extension == "m3u8" and not source.hls.allow_caching
         cache = b"no-store" if hls_no_cache else SHORT_LIVE if source.live else STOPPED
         headers = [*CORS, (b"cache-control", cache), (b"vary", b"accept-encoding")]
+        body = document.body
         if "gzip" in (request.header("accept-encoding") or "") and len(body) > 512:
-            key = (source.key, source.version, "gzip", hashlib.blake2b(body).digest())
-            zipped = self._documents.get(key)
-            if zipped is None:
-                zipped = gzip.compress(body, 6)
-                self._documents[key] = zipped
-            body = zipped
+            if document.gzipped is None:
+                document.gzipped = gzip.compress(body, 6)
+            body = document.gzipped
             headers.append((b"content-encoding", b"gzip"))
         await respond(send, 200, body, CONTENT_TYPES[extension], headers, head=head)
 
@@ -329,9 +341,9 @@ class FormatsService:
         for index in source.view.stream_indexes:
             if index.kind != "video" or not index.chunks:
                 continue
-            cached = self._documents.get((source.key, "fps", index.name))
-            if cached is not None:
-                rate = float(cached.decode())
+            cached = self._facts.get((source.key, "fps", index.name))
+            if isinstance(cached, float):
+                rate = cached
             else:
                 rate = 0.0
                 moof = self._first_moof(source, index.name)
@@ -344,14 +356,20 @@ class FormatsService:
                     except BoxError:
                         rate = 0.0
                 if rate:
-                    self._documents[(source.key, "fps", index.name)] = f"{rate:.3f}".encode()
+                    self._fact((source.key, "fps", index.name), rate)
             if rate:
                 for info in index.tracks:
                     rates[(index.name, info.bitrate)] = round(rate, 3)
         return rates
 
     def _first_moof(self, source: _Source, name: str) -> bytes | None:
-        return source.first_moof(name) or self._documents.get((source.key, "firstmoof", name))
+        found = source.first_moof(name) or self._facts.get((source.key, "firstmoof", name))
+        return found if isinstance(found, bytes) else None
+
+    def _fact(self, key: tuple, value: object) -> None:
+        self._facts[key] = value
+        while len(self._facts) > DOCUMENTS:
+            self._facts.popitem(last=False)
 
     # -- media ---------------------------------------------------------------------------------
 
@@ -444,7 +462,7 @@ class FormatsService:
             return None
         moof, mdat = got
         if self._first_moof(source, name) is None:
-            self._documents[(source.key, "firstmoof", name)] = moof
+            self._fact((source.key, "firstmoof", name), moof)
         if kind == "cmaf":
             return with_tfdt(moof, at) + mdat
         track = ts_tracks([info])[0]
