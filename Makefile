@@ -16,7 +16,7 @@ VENDOR_FILES := \
 	$(VENDOR)/dash.mss.min.js $(VENDOR)/dashjs.LICENSE.md \
 	$(VENDOR)/hls.min.js $(VENDOR)/hls.js.LICENSE
 
-.PHONY: run test lint unit e2e web browser clean
+.PHONY: run test lint unit e2e web browser bench bench-quick bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,7 @@ run: $(STAMP) web
 	$(BIN)/smoothlive serve --demo
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 test: $(TEST_STAMP) lint
 	$(BIN)/pytest -q
@@ -71,6 +71,28 @@ e2e: $(TEST_STAMP)
 
 browser: $(TEST_STAMP)
 	$(BIN)/pytest -q tests/browser
+
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP) $(TEST_STAMP) $@
+
+# nginx and wrk from Debian, as .ci/run installs chromium: only when missing.
+bench-tools:
+	@if ! command -v wrk >/dev/null 2>&1 || ! { command -v nginx >/dev/null 2>&1 || \
+	    test -x /usr/sbin/nginx; }; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    nginx wrk >/dev/null; \
+	  else echo "bench: install nginx and wrk (sudo apt-get install nginx wrk)"; exit 1; fi; \
+	fi
+
+bench: $(BENCH_STAMP) bench-tools
+	$(BIN)/python bench/run.py
+
+bench-quick: $(BENCH_STAMP) bench-tools
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis node_modules $(VENDOR)

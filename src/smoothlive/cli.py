@@ -159,6 +159,16 @@ def _add_pubpoint_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_pubpoint)
 
 
+def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
+    from smoothlive.replay import add_arguments
+
+    parser = sub.add_parser(
+        "replay", help="push recorded ingest captures as live encoders (benchmarks, soak tests)",
+        description="Replay .ismv ingest captures exactly as an encoder pushes them: one "
+        "chunked POST per file to <URL>/Streams(<file stem>), timestamps rewritten per loop.")
+    add_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from smoothlive.usercli import add_user_parser
 
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     add_user_parser(sub)
     _add_pubpoint_parser(sub)
+    _add_replay_parser(sub)
     return parser
 
 

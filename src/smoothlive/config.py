@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -47,6 +47,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("archive_allow", "",
             "folders outside the content root that an Archive Path may name "
             "(separated by the OS path separator, ':' on POSIX)"),
+    Setting("metrics_token", "",
+            "bearer token GET /metrics requires (empty: /metrics is open to anyone "
+            "who can reach the server); prefer the variable: a flag shows in ps"),
     Setting("demo", False,
             "create /demo/live.isml and feed it ffmpeg's test signal (make run does)", bool),
 )
@@ -66,6 +69,7 @@ class ServerConfig:
     reconnect_grace: float = 30.0
     trusted_proxies: str = ""
     archive_allow: str = ""
+    metrics_token: str = field(default="", repr=False)
     demo: bool = False
 
     @property

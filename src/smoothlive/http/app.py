@@ -23,6 +23,7 @@ from smoothlive.http.formats import FormatsService
 from smoothlive.http.ingest import IngestService, ingest_route
 from smoothlive.http.management import ManagementService, route
 from smoothlive.http.messages import Receive, Request, Scope, Send, respond
+from smoothlive.http.metrics import MetricsService
 from smoothlive.http.ondemand import OnDemandService, ondemand_route
 from smoothlive.http.static import serve_time, serve_web
 from smoothlive.outputs.formats import output_route
@@ -67,6 +68,7 @@ class App:
         self.delivery = DeliveryService(self.registry)
         self.ondemand = OnDemandService(config.root)
         self.formats = FormatsService(self.delivery, self.ondemand, self.secret)
+        self.metrics = MetricsService(self.registry, config.metrics_token)
         self.started = asyncio.Event()
 
     def startup(self) -> None:
@@ -139,6 +141,9 @@ class App:
             return
         if path.startswith("/web/"):
             await serve_web(scope, receive, send, path[len("/web/"):])
+            return
+        if path == "/metrics":
+            await self.metrics(Request(scope, receive), send)
             return
         if path == "/healthz":
             await respond(send, 200, b"ok\n", b"text/plain; charset=utf-8",

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from smoothlive.http.messages import Request, Send, respond
+from smoothlive.metrics import SMOOTH_FRAGMENT, SMOOTH_MANIFEST, observe_request
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.presentation import QualityLevel, StoredFragment
 from smoothlive.pubpoint.registry import Registry
@@ -111,14 +112,24 @@ class DeliveryService:
         self._gzipped: dict[int, tuple[int, bytes]] = {}  # id(presentation) -> (version, body)
 
     async def __call__(self, request: Request, send: Send, found: DeliveryRoute) -> None:
+        started = time.monotonic()
+        status = 500
+        try:
+            status = await self._serve(request, send, found)
+        finally:
+            observe_request(SMOOTH_MANIFEST if found.kind == "manifest" else SMOOTH_FRAGMENT,
+                            status, time.monotonic() - started)
+
+    async def _serve(self, request: Request, send: Send, found: DeliveryRoute) -> int:
+        """The answer; returns its status (for the metrics)."""
         method = request.method
         if method == "OPTIONS":
             await respond(send, 204, headers=PREFLIGHT)
-            return
+            return 204
         if method not in ("GET", "HEAD"):
             await respond(send, 405, b"method not allowed\n", b"text/plain",
                           [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
-            return
+            return 405
         head = method == "HEAD"
         live = await self.find_live(found.point)
         if live is not None and not live.outputs.smooth:
@@ -126,11 +137,10 @@ class DeliveryService:
         if live is None:
             await respond(send, 404, b"no such live presentation\n", b"text/plain",
                           [*CORS, *NO_STORE], head=head)
-            return
+            return 404
         if found.kind == "manifest":
-            await self._manifest(request, send, live, head)
-        else:
-            await self._fragment(request, send, live, found, head)
+            return await self._manifest(request, send, live, head)
+        return await self._fragment(request, send, live, found, head)
 
     async def find_live(self, raw_point: str):
         """The live point players may read at ``raw_point``, started if AutoStart says so."""
@@ -149,14 +159,14 @@ class DeliveryService:
             return None
         return live
 
-    async def _manifest(self, request: Request, send: Send, live, head: bool) -> None:
+    async def _manifest(self, request: Request, send: Send, live, head: bool) -> int:
         presentation = live.presentation
         body = presentation.manifest()
         if not presentation.stream_indexes or b"<StreamIndex" not in body:
             # Started but nothing published yet: nothing a player can use.
             await respond(send, 404, b"no fragments yet\n", b"text/plain",
                           [*CORS, *NO_STORE], head=head)
-            return
+            return 404
         headers = [*CORS, (b"cache-control", SHORT if presentation.is_live else
                            b"public, max-age=60"), (b"vary", b"accept-encoding")]
         if "gzip" in (request.header("accept-encoding") or ""):
@@ -170,9 +180,10 @@ class DeliveryService:
             body = cached[1]
             headers.append((b"content-encoding", b"gzip"))
         await respond(send, 200, body, MANIFEST_TYPE, headers, head=head)
+        return 200
 
     async def _fragment(self, request: Request, send: Send, live, found: DeliveryRoute,
-                        head: bool) -> None:
+                        head: bool) -> int:
         presentation = live.presentation
         try:
             level, fragment = presentation.find(found.name, found.bitrate, found.time)
@@ -190,14 +201,14 @@ class DeliveryService:
             await respond(send, 412 if due else 404,
                           b"fragment not available yet\n" if due else b"no such fragment\n",
                           b"text/plain", [*CORS, *NO_STORE], head=head)
-            return
+            return 412 if due else 404
         level.requests.hit(time.monotonic())
-        await self._send_fragment(request, send, level, fragment, head,
-                                  info_only=found.kind == "fragmentinfo")
+        return await self._send_fragment(request, send, level, fragment, head,
+                                         info_only=found.kind == "fragmentinfo")
 
     async def _send_fragment(self, request: Request, send: Send, level: QualityLevel,
                              fragment: StoredFragment, head: bool, info_only: bool = False
-                             ) -> None:
+                             ) -> int:
         """The fragment (moof then mdat), or with ``info_only`` its moof alone
         (MS-SSTR FragmentInfo: what players ask for when seeking or paused)."""
         moof = fragment.served_moof or fragment.moof
@@ -211,12 +222,12 @@ class DeliveryService:
         if request.header("if-none-match") == etag.decode():
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
-            return
+            return 304
         if info_only:
             headers.append((b"content-length", str(len(moof)).encode()))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"" if head else moof})
-            return
+            return 200
         mdat = fragment.mdat
         if mdat is None and not head:
             mdat = await asyncio.to_thread(level.read_mdat, fragment)
@@ -225,6 +236,7 @@ class DeliveryService:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if head:
             await send({"type": "http.response.body", "body": b""})
-            return
+            return 200
         await send({"type": "http.response.body", "body": moof, "more_body": True})
         await send({"type": "http.response.body", "body": mdat})
+        return 200

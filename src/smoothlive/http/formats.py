@@ -44,6 +44,14 @@ from smoothlive.media.ts import (
     sequence_iv,
     ts_tracks,
 )
+from smoothlive.metrics import (
+    DASH_MPD,
+    DASH_SEGMENT,
+    HLS_PLAYLIST,
+    HLS_SEGMENT,
+    KEY,
+    observe_request,
+)
 from smoothlive.outputs.formats import (
     CONTENT_TYPES,
     DASH_FORMATS,
@@ -136,34 +144,42 @@ class FormatsService:
         self._segmenters: dict[tuple, Segmenter] = {}
 
     async def __call__(self, request: Request, send: Send, found: OutputRoute) -> None:
+        started = time.monotonic()
+        status = 500
+        try:
+            status = await self._serve(request, send, found)
+        finally:
+            observe_request(_output_of(found), status, time.monotonic() - started)
+
+    async def _serve(self, request: Request, send: Send, found: OutputRoute) -> int:
+        """The answer; returns its status (for the metrics)."""
         method = request.method
         if method == "OPTIONS":
             await respond(send, 204, headers=PREFLIGHT)
-            return
+            return 204
         if method not in ("GET", "HEAD"):
             await respond(send, 405, b"method not allowed\n", b"text/plain",
                           [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
-            return
+            return 405
         head = method == "HEAD"
         source = await self._source(found)
         if source is None or not self._enabled(source, found):
-            await self._missing(send, head, b"no such presentation\n")
-            return
+            return await self._missing(send, head, b"no such presentation\n")
         try:
             if found.kind == "manifest":
-                await self._manifest(request, send, source, found, head)
-            elif found.kind == "playlist":
-                await self._playlist(request, send, source, found, head)
-            elif found.kind == "init":
-                await self._init(send, source, found, head)
-            elif found.kind == "segment":
-                await self._segment(send, source, found, head)
-            else:
-                await self._key(request, send, source, found, head)
+                return await self._manifest(request, send, source, found, head)
+            if found.kind == "playlist":
+                return await self._playlist(request, send, source, found, head)
+            if found.kind == "init":
+                return await self._init(send, source, found, head)
+            if found.kind == "segment":
+                return await self._segment(send, source, found, head)
+            return await self._key(request, send, source, found, head)
         except (BoxError, ValueError) as exc:
             log.error("%s %s: cannot convert: %s", method, request.path, exc)
             await respond(send, 500, b"cannot convert this media\n", b"text/plain",
                           [*CORS, *NO_STORE], head=head)
+            return 500
 
     @staticmethod
     def _enabled(source: _Source, found: OutputRoute) -> bool:
@@ -171,8 +187,9 @@ class FormatsService:
             return source.dash
         return source.hls is not None
 
-    async def _missing(self, send: Send, head: bool, text: bytes = b"not found\n") -> None:
+    async def _missing(self, send: Send, head: bool, text: bytes = b"not found\n") -> int:
         await respond(send, 404, text, b"text/plain", [*CORS, *NO_STORE], head=head)
+        return 404
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -255,19 +272,16 @@ class FormatsService:
     # -- documents -----------------------------------------------------------------------------
 
     async def _manifest(self, request: Request, send: Send, source: _Source,
-                        found: OutputRoute, head: bool) -> None:
+                        found: OutputRoute, head: bool) -> int:
         if not source.view.stream_indexes:
-            await self._missing(send, head, b"no fragments yet\n")
-            return
+            return await self._missing(send, head, b"no fragments yet\n")
         if found.is_hls:
             if found.extension and not source.hls.backward_compatible:
-                await self._missing(send, head)
-                return
+                return await self._missing(send, head)
             body = self._document(source, ("multivariant", found.format), lambda: (
                 render_hls_multivariant(source.view, found.format, _options(source.hls),
                                         self._frame_rates(source))))
-            await self._send_document(request, send, source, body, "m3u8", head)
-            return
+            return await self._send_document(request, send, source, body, "m3u8", head)
         host = request.header("host") or "localhost"
         scheme = "https" if request.scope.get("scheme") == "https" else "http"
         time_url = f"{scheme}://{host}/time"
@@ -275,15 +289,14 @@ class FormatsService:
             source.view, found.format, live=source.live, anchor=source.anchor,
             published_at=source.published_at, now=self._clock(), time_url=time_url,
             window=source.window, frame_rates=self._frame_rates(source)))
-        await self._send_document(request, send, source, body, "mpd", head)
+        return await self._send_document(request, send, source, body, "mpd", head)
 
     async def _playlist(self, request: Request, send: Send, source: _Source,
-                        found: OutputRoute, head: bool) -> None:
+                        found: OutputRoute, head: bool) -> int:
         index = next((si for si in source.view.stream_indexes if si.name == found.name), None)
         if (index is None or source.segmenter is None
                 or not any(t.bitrate == found.bitrate for t in index.tracks)):
-            await self._missing(send, head)
-            return
+            return await self._missing(send, head)
         options = _options(source.hls)
         expiry = self._expiry() if options.encrypted else 0
 
@@ -293,9 +306,8 @@ class FormatsService:
         try:
             body = self._playlist_body(source, found, options, expiry, key_uri)
         except NoSegments:
-            await self._missing(send, head, b"no segment yet\n")
-            return
-        await self._send_document(request, send, source, body, "m3u8", head)
+            return await self._missing(send, head, b"no segment yet\n")
+        return await self._send_document(request, send, source, body, "m3u8", head)
 
     def _playlist_body(self, source: _Source, found: OutputRoute, options: HlsOptions,
                        expiry: int, key_uri: Callable[[int], str]) -> _Document:
@@ -323,7 +335,7 @@ class FormatsService:
         return entry
 
     async def _send_document(self, request: Request, send: Send, source: _Source,
-                             document: _Document, extension: str, head: bool) -> None:
+                             document: _Document, extension: str, head: bool) -> int:
         hls_no_cache = extension == "m3u8" and not source.hls.allow_caching
         cache = b"no-store" if hls_no_cache else SHORT_LIVE if source.live else STOPPED
         headers = [*CORS, (b"cache-control", cache), (b"vary", b"accept-encoding")]
@@ -334,6 +346,7 @@ class FormatsService:
             body = document.gzipped
             headers.append((b"content-encoding", b"gzip"))
         await respond(send, 200, body, CONTENT_TYPES[extension], headers, head=head)
+        return 200
 
     def _frame_rates(self, source: _Source) -> dict[tuple[str, int], float]:
         """Frames per second of each video QualityLevel, from its first stored fragment."""
@@ -379,28 +392,24 @@ class FormatsService:
             return None
         return next((t for t in index.tracks if t.bitrate == bitrate), None)
 
-    async def _init(self, send: Send, source: _Source, found: OutputRoute, head: bool) -> None:
+    async def _init(self, send: Send, source: _Source, found: OutputRoute, head: bool) -> int:
         info = self._track(source, found.name, found.bitrate)
         if info is None:
-            await self._missing(send, head)
-            return
+            return await self._missing(send, head)
         body = init_segment(info)
-        await self._send_media(send, [body], "mp4", source, head)
+        return await self._send_media(send, [body], "mp4", source, head)
 
     async def _segment(self, send: Send, source: _Source, found: OutputRoute, head: bool
-                       ) -> None:
+                       ) -> int:
         info = self._track(source, found.name, found.bitrate)
         if info is None:
-            await self._missing(send, head)
-            return
+            return await self._missing(send, head)
         if found.format in DASH_FORMATS:
             piece = await self._converted(source, info, found.name, found.time, "cmaf")
             if piece is None:
-                await self._missing(send, head, b"no such segment (yet)\n")
-                return
+                return await self._missing(send, head, b"no such segment (yet)\n")
             source.hit(found.name, found.bitrate)
-            await self._send_media(send, [piece], "m4s", source, head)
-            return
+            return await self._send_media(send, [piece], "m4s", source, head)
         segment = None
         listed = source.segmenter.find(found.time) if source.segmenter is not None else None
         if listed is not None:
@@ -408,8 +417,7 @@ class FormatsService:
                                              source.live, only=listed)
             segment = found_segments[0] if found_segments else None
         if segment is None:
-            await self._missing(send, head, b"no such segment (yet)\n")
-            return
+            return await self._missing(send, head, b"no such segment (yet)\n")
         start, _end, chunks, _discontinuity, sequence = segment
         kind = "ts" if found.format == HLS_TS else "cmaf"
         pieces = []
@@ -418,8 +426,7 @@ class FormatsService:
         for chunk_time, _ in chunks:
             piece = await self._converted(source, info, found.name, chunk_time, kind)
             if piece is None:
-                await self._missing(send, head, b"segment no longer available\n")
-                return
+                return await self._missing(send, head, b"segment no longer available\n")
             pieces.append(piece)
         source.hit(found.name, found.bitrate)
         options = _options(source.hls)
@@ -436,7 +443,7 @@ class FormatsService:
                     encrypt_segment, data, key, sequence_iv(sequence))
                 self._media.put(cache_key, encrypted)
             pieces = [encrypted]
-        await self._send_media(send, pieces, "ts" if kind == "ts" else "m4s", source, head)
+        return await self._send_media(send, pieces, "ts" if kind == "ts" else "m4s", source, head)
 
     async def _converted(self, source: _Source, info: TrackInfo, name: str, at: int,
                          kind: str) -> bytes | None:
@@ -469,7 +476,7 @@ class FormatsService:
         return await asyncio.to_thread(fragment_packets, track, at, moof, mdat, pcr=True)
 
     async def _send_media(self, send: Send, pieces: list[bytes], extension: str,
-                          source: _Source, head: bool) -> None:
+                          source: _Source, head: bool) -> int:
         hls = extension in ("ts",) or (extension == "m4s" and source.hls is not None)
         cache = IMMUTABLE
         if hls and source.hls is not None and not source.hls.allow_caching and extension == "ts":
@@ -480,10 +487,11 @@ class FormatsService:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if head:
             await send({"type": "http.response.body", "body": b""})
-            return
+            return 200
         for position, piece in enumerate(pieces):
             await send({"type": "http.response.body", "body": piece,
                         "more_body": position < len(pieces) - 1})
+        return 200
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -509,10 +517,9 @@ class FormatsService:
         return hmac.new(base, b"key %d" % number, hashlib.sha256).digest()[:16]
 
     async def _key(self, request: Request, send: Send, source: _Source, found: OutputRoute,
-                   head: bool) -> None:
+                   head: bool) -> int:
         if source.hls is None or not source.hls.encryption_enabled:
-            await self._missing(send, head)
-            return
+            return await self._missing(send, head)
         token = (parse_qs(request.scope.get("query_string", b"").decode("latin-1"))
                  .get("token", [""])[0])
         expiry_text, _, _ = token.partition("-")
@@ -523,10 +530,21 @@ class FormatsService:
                      "expired" if expiry_text.isdigit() else "bad")
             await respond(send, 403, b"forbidden\n", b"text/plain", [*CORS, *NO_STORE],
                           head=head)
-            return
+            return 403
         await respond(send, 200, self._key_bytes(source, found.point, found.key),
                       CONTENT_TYPES["key"], [*CORS, (b"cache-control", b"private, no-store")],
                       head=head)
+        return 200
+
+
+def _output_of(found: OutputRoute) -> str:
+    """The ``output`` label of a request: the document or media kind asked for."""
+    dash = found.format in DASH_FORMATS
+    if found.kind in ("manifest", "playlist"):
+        return DASH_MPD if dash else HLS_PLAYLIST
+    if found.kind == "key":
+        return KEY
+    return DASH_SEGMENT if dash else HLS_SEGMENT
 
 
 def _options(hls: HlsSettings | None) -> HlsOptions:

@@ -28,6 +28,7 @@ from smoothlive.http.messages import Request, Send, respond
 from smoothlive.management.errors import ManagementError, MgmtError, error_body
 from smoothlive.media.boxes import BoxError
 from smoothlive.media.ingest import EndOfStream, Fragment, IngestParser, Movie
+from smoothlive.metrics import ERRORS, INGEST, observe_request
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.registry import Registry
 
@@ -101,34 +102,45 @@ class IngestService:
             raise ManagementError(MgmtError.ACCESS_DENIED, f"{outcome.user.name} push {path}")
 
     async def __call__(self, request: Request, send: Send, found: IngestRoute) -> None:
+        started = time.monotonic()
+        status = 500
+        try:
+            status = await self._serve(request, send, found)
+        finally:
+            observe_request(INGEST, status, time.monotonic() - started)
+
+    async def _serve(self, request: Request, send: Send, found: IngestRoute) -> int:
+        """The push; returns the status answered."""
         if request.method != "POST":
+            ERRORS.inc((MgmtError.METHOD_NOT_ALLOWED.symbol,))
             await respond(send, 405, error_body(MgmtError.METHOD_NOT_ALLOWED), ERROR_TYPE,
                           [(b"allow", b"POST")])
-            return
+            return 405
         try:
             path = point_path(found.point, decode=False)
         except InvalidPointPath:
-            await self._refuse(send, ManagementError(MgmtError.PUBLISHING_POINT_NOT_FOUND))
-            return
+            return await self._refuse(
+                send, ManagementError(MgmtError.PUBLISHING_POINT_NOT_FOUND))
         try:
             await self._authorize(request, path)
             point = await self.registry.open_ingest(path, found.stream_id, found.event_id)
         except ManagementError as exc:
             log.warning("push to %s Streams(%s) from %s refused: %s %s", path, found.stream_id,
                         self.client_address(request), exc.error.symbol, exc.detail)
-            await self._refuse(send, exc)
-            return
-        await self._receive(request, send, path, found, point)
+            return await self._refuse(send, exc)
+        return await self._receive(request, send, path, found, point)
 
-    async def _refuse(self, send: Send, exc: ManagementError) -> None:
+    async def _refuse(self, send: Send, exc: ManagementError) -> int:
+        ERRORS.inc((exc.error.symbol,))
         headers = []
         if exc.error is MgmtError.AUTHENTICATION_IS_REQUIRED:
             headers = self.authenticator.challenge_headers(stale=exc.detail == "stale")
         await respond(send, exc.error.status, error_body(exc.error, exc.internal), ERROR_TYPE,
                       headers)
+        return exc.error.status
 
     async def _receive(self, request: Request, send: Send, path: str, found: IngestRoute,
-                       point) -> None:
+                       point) -> int:
         source = self.client_address(request)
         stream = point.open_stream(found.stream_id, source, found.event_id)
         parser = IngestParser()
@@ -141,10 +153,11 @@ class IngestService:
                     break
                 chunk = message.get("body", b"")
                 if chunk:
+                    arrived = time.monotonic()  # the last byte of any fragment this completes
                     stream.bytes += len(chunk)
                     for event in parser.feed(chunk):
                         if isinstance(event, Fragment):
-                            await point.fragment(stream, event.data)
+                            await point.fragment(stream, event.data, arrived)
                         elif isinstance(event, Movie):
                             point.movie(stream, event.tracks)
                         elif isinstance(event, EndOfStream):
@@ -165,9 +178,10 @@ class IngestService:
             await point.close_stream(stream, ended=False)
             await respond(send, 400, f"corrupt stream: {failure}\n".encode(),
                           b"text/plain; charset=utf-8")
-            return
+            return 400
         await point.close_stream(stream, ended=ended)
         log.info("%s Streams(%s) from %s: %s after %d fragments, %d bytes", path,
                  found.stream_id, source, "ended" if ended else "connection lost",
                  stream.fragments, stream.bytes)
         await respond(send, 200)
+        return 200

@@ -28,9 +28,10 @@ from smoothlive.http.messages import BodyTooLarge, Request, Send, respond
 from smoothlive.management import atom
 from smoothlive.management.errors import ManagementError, MgmtError, error_body
 from smoothlive.management.schema import validate
-from smoothlive.management.settings import parse_settings, render_settings
+from smoothlive.management.settings import Settings, parse_settings, render_settings
 from smoothlive.management.statistics import render_statistics
 from smoothlive.management.xmlsafe import MAX_BODY_BYTES, parse_xml
+from smoothlive.metrics import ERRORS, MANAGEMENT, observe_request
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.registry import Registry
 from smoothlive.pubpoint.states import State
@@ -82,20 +83,26 @@ class ManagementService:
         self.authenticator = authenticator
 
     async def __call__(self, request: Request, send: Send, found: Route) -> None:
+        started = time.monotonic()
         head = request.method == "HEAD"
+        # Every success is a 200 but a create's 201; every refusal goes through _send_error.
+        status = 201 if found.resource == "collection-settings" and request.method == "POST" \
+            else 200
         try:
             await self._dispatch(request, send, found, head)
         except ManagementError as exc:
-            await self._send_error(request, send, exc, head)
+            status = await self._send_error(request, send, exc, head)
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
-            await self._send_error(
+            status = await self._send_error(
                 request, send, ManagementError(MgmtError.INTERNAL), head)
+        observe_request(MANAGEMENT, status, time.monotonic() - started)
 
     async def _send_error(
         self, request: Request, send: Send, exc: ManagementError, head: bool
-    ) -> None:
+    ) -> int:
         error = exc.error
+        ERRORS.inc((error.symbol,))
         headers: list[tuple[bytes, bytes]] = []
         if error is MgmtError.AUTHENTICATION_IS_REQUIRED:
             headers = self.authenticator.challenge_headers(stale=exc.detail == "stale")
@@ -110,6 +117,7 @@ class ManagementService:
         await respond(
             send, error.status, error_body(error, exc.internal), ERROR_CONTENT_TYPE,
             headers, head=head)
+        return error.status
 
     async def _authenticate(self, request: Request) -> User:
         outcome = await self.authenticator.authenticate(
@@ -168,7 +176,7 @@ class ManagementService:
                 path,
                 _title(point.settings.title, path),
                 point.modified,
-                render_settings(point.settings, indent="        ") if details else None,
+                _details(point.settings) if details else None,
             ))
         return atom.feed(origin, items, time.time())
 
@@ -272,3 +280,19 @@ async def _smoothstreaming_child(request: Request, name: str):
     if len(children) != 1 or children[0].tag != f"{_NS}{name}":
         raise ManagementError(MgmtError.INVALID_SCHEMA, f"expected {name}")
     return children[0]
+
+
+_DETAILS: dict[int, tuple[Settings, str]] = {}
+
+
+def _details(settings: Settings) -> str:
+    """A point's Settings as the enumeration with details shows them, rendered once
+    per settings object (the store keeps one per file version), not once per request."""
+    cached = _DETAILS.get(id(settings))
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    text = render_settings(settings, indent="        ")
+    _DETAILS[id(settings)] = (settings, text)
+    if len(_DETAILS) > 8192:
+        _DETAILS.pop(next(iter(_DETAILS)))
+    return text

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 from smoothlive.archive.ondemand import OnDemandPresentation, OnDemandState
 from smoothlive.http.delivery import CORS, IMMUTABLE, MANIFEST_TYPE, NO_STORE, PREFLIGHT
 from smoothlive.http.messages import Request, Send, respond
+from smoothlive.metrics import ONDEMAND_FRAGMENT, ONDEMAND_MANIFEST, observe_request
 
 log = logging.getLogger("smoothlive.ondemand")
 
@@ -114,20 +116,33 @@ class OnDemandService:
         self._pending: dict[str, asyncio.Future[OnDemandPresentation | None]] = {}
 
     async def __call__(self, request: Request, send: Send, found: OnDemandRoute) -> None:
+        began = time.monotonic()
+        status = 500
+        try:
+            status = await self._serve(request, send, found)
+        finally:
+            observe_request(ONDEMAND_MANIFEST if found.kind == "manifest" else ONDEMAND_FRAGMENT,
+                            status, time.monotonic() - began)
+
+    async def _serve(self, request: Request, send: Send, found: OnDemandRoute) -> int:
+        """The answer; returns its status (for the metrics)."""
         method = request.method
         if method == "OPTIONS":
             await respond(send, 204, headers=PREFLIGHT)
-            return
+            return 204
         if method not in ("GET", "HEAD"):
             await respond(send, 405, b"method not allowed\n", b"text/plain",
                           [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
-            return
+            return 405
         head = method == "HEAD"
         started = False
+        status = 500
 
         async def tracked(message: dict) -> None:
-            nonlocal started
-            started = True
+            nonlocal started, status
+            if not started:  # the first message is http.response.start
+                started = True
+                status = message["status"]
             await send(message)
 
         try:
@@ -148,6 +163,7 @@ class OnDemandService:
                 raise
             await respond(send, 500, b"internal error\n", b"text/plain", [*CORS, *NO_STORE],
                           head=head)
+        return status
 
     # -- presentations ----------------------------------------------------------------------
 

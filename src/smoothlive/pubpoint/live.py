@@ -21,6 +21,7 @@ import itertools
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,15 @@ from smoothlive.management.statistics import (
     TrackStatistics,
 )
 from smoothlive.media.model import FragmentData, TrackInfo
+from smoothlive.metrics import (
+    ARCHIVE_FLUSH,
+    INGEST_BYTES,
+    INGEST_DUPLICATES,
+    INGEST_FRAGMENTS,
+    PUBLISH_LATENCY,
+    LatencySummary,
+    summarize,
+)
 from smoothlive.pubpoint.presentation import (
     ManifestSettings,
     Presentation,
@@ -57,6 +67,7 @@ from smoothlive.pubpoint.states import Event
 log = logging.getLogger("smoothlive.live")
 
 ARCHIVE_FLUSH_SECONDS = 1.0
+LATENCY_WINDOW = 1024  # publish latencies kept per point for its p50/p99/max
 # HRESULT_FROM_WIN32 for the OS error that broke the archive: what IIS reports as LastError.
 # ENOSPC, EDQUOT: ERROR_DISK_FULL; EACCES, EPERM, EISDIR: ERROR_ACCESS_DENIED;
 # EROFS: ERROR_WRITE_PROTECT; ENOENT, ENOTDIR: ERROR_PATH_NOT_FOUND.
@@ -150,6 +161,9 @@ class LivePoint:
         self.journal = journal
         self.archive: SegmentedArchive | None = None
         self._flusher: asyncio.Task[None] | None = None
+        # Metrics: the label values of each level's series, made once per level.
+        self._track_keys: dict[QualityLevel, tuple[str, str, int]] = {}
+        self.publish_latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
 
     # -- streams ---------------------------------------------------------------
 
@@ -174,9 +188,16 @@ class LivePoint:
             level = self.presentation.level_for(info)
             level.feeders += 1
             stream.levels[info.track_id] = level
+            if level not in self._track_keys:  # its series exist from now on, at zero
+                key = self._track_keys[level] = (self.path, level.stream_index, level.bitrate)
+                for counter in (INGEST_FRAGMENTS, INGEST_BYTES, INGEST_DUPLICATES):
+                    counter.inc(key, 0)
             self._archive_track(stream, level)
 
-    async def fragment(self, stream: IngestStream, data: FragmentData) -> None:
+    async def fragment(self, stream: IngestStream, data: FragmentData,
+                       arrived: float | None = None) -> None:
+        """One fragment of ``stream``; ``arrived`` is when its last byte was received
+        (``time.monotonic()``; now if not given), for the publish latency."""
         level = stream.levels.get(data.track_id)
         if level is None:
             raise ValueError(f"fragment of track {data.track_id}, which the moov did not declare")
@@ -184,7 +205,16 @@ class LivePoint:
         stream.first_seen.add(data.track_id)
         offset = self.presentation.admit_time(level, data.time, first)
         version = self.presentation.version
-        stored = self.presentation.add_fragment(level, data, offset)
+        duplicates = level.duplicates
+        stored = self.presentation.add_fragment(
+            level, data, offset, time.monotonic() if arrived is None else arrived)
+        if self.presentation.published:
+            self._observe_published()
+        key = self._track_keys[level]
+        INGEST_FRAGMENTS.inc(key)
+        INGEST_BYTES.inc(key, data.size)
+        if level.duplicates != duplicates:
+            INGEST_DUPLICATES.inc(key)
         if self.presentation.version != version:
             self._published(self.presentation.index_of(level))
         if stored is not None and self.archive is not None:
@@ -212,6 +242,20 @@ class LivePoint:
             edge = presentation.live_edge(index)
             presentation.anchor = now - edge / index.timescale
 
+    def _observe_published(self) -> None:
+        """The fragments whose chunks were just listed: their ingest-to-publish latency."""
+        now = time.monotonic()
+        latencies = self.publish_latencies
+        for _level, arrived in self.presentation.published:
+            latency = now - arrived
+            PUBLISH_LATENCY.observe((), latency)
+            latencies.append(latency)
+        self.presentation.published.clear()
+
+    def latency_summary(self) -> LatencySummary | None:
+        """p50/p99/max of the last LATENCY_WINDOW publish latencies (None before any)."""
+        return summarize(self.publish_latencies)
+
     def _any_published(self) -> bool:
         return any(index.chunks for index in self.presentation.stream_indexes.values())
 
@@ -224,6 +268,8 @@ class LivePoint:
         for level in stream.levels.values():
             level.feeders -= 1
         self.presentation.refresh()
+        if self.presentation.published:
+            self._observe_published()
         self._wake()
         if self.streams or stream.stopped:
             return
@@ -351,11 +397,13 @@ class LivePoint:
             archive = self.archive
             if archive is None:
                 return
+            started = time.monotonic()
             try:
                 await asyncio.to_thread(archive.flush)
             except ArchiveError as exc:
                 self._archive_failed(exc)
                 return
+            ARCHIVE_FLUSH.observe((), time.monotonic() - started)
 
     def finish_archive(self) -> None:
         """The event is over: finish the archive (mfra, .ismc) off the event loop."""
@@ -402,6 +450,10 @@ class LivePoint:
         self.stop_inputs()
         self.presentation.close()
         shutil.rmtree(self.spool_dir, ignore_errors=True)
+        for key in self._track_keys.values():  # its series go with its presentation
+            for counter in (INGEST_FRAGMENTS, INGEST_BYTES, INGEST_DUPLICATES):
+                counter.remove(key)
+        self._track_keys.clear()
 
 
     # -- waiting for fragments ---------------------------------------------------

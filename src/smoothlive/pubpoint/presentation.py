@@ -59,6 +59,9 @@ class StoredFragment:
     served_moof: bytes = b""  # moof with the TfrfBox of its successors
     complete: bool = False  # its TfrfBox names LookAheadChunks successors: immutable
     has_successor: bool = False  # its TfrfBox names at least one following fragment
+    # When its last byte arrived (the shell's monotonic clock), until it is published;
+    # None when not measured or already reported in Presentation.published.
+    arrived: float | None = None
 
 
 class QualityLevel:
@@ -84,7 +87,8 @@ class QualityLevel:
     def bitrate(self) -> int:
         return self.info.bitrate
 
-    def add(self, time: int, duration: int, moof: bytes, mdat: bytes) -> StoredFragment | None:
+    def add(self, time: int, duration: int, moof: bytes, mdat: bytes,
+            arrived: float | None = None) -> StoredFragment | None:
         """Store a fragment; None if one with this time is already stored."""
         if time in self.fragments or time < self.forgotten_before:
             self.duplicates += 1  # stored already, or resent after it left the DVR window
@@ -94,7 +98,8 @@ class QualityLevel:
             self._spool.write(moof)
             self._spool.write(mdat)
             self._spool_size += len(moof) + len(mdat)
-        stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat))
+        stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat),
+                                arrived=arrived)
         index = bisect.bisect_left(self.times, time)
         self.times.insert(index, time)
         if index < self._in_memory:  # late, among fragments already evicted: evict it too
@@ -203,6 +208,9 @@ class Presentation:
         self.segmenter: Segmenter | None = None
         self.anchor: float | None = None  # wall-clock seconds of media time 0 (set by the shell)
         self.published_at: float | None = None  # wall-clock of the last publish (the shell)
+        # (level, arrived) of each measured fragment whose chunk was just listed: the shell
+        # drains it after add_fragment/refresh to observe the ingest-to-publish latency.
+        self.published: list[tuple[QualityLevel, float]] = []
 
     # -- tracks --------------------------------------------------------------
 
@@ -267,9 +275,13 @@ class Presentation:
         return self.offset
 
     def add_fragment(
-        self, level: QualityLevel, fragment: FragmentData, offset: int
+        self, level: QualityLevel, fragment: FragmentData, offset: int,
+        arrived: float | None = None,
     ) -> StoredFragment | None:
-        """Store one fragment from an encoder; None when dropped (duplicate, before zero)."""
+        """Store one fragment from an encoder; None when dropped (duplicate, before zero).
+
+        ``arrived`` (the shell's clock when its last byte came) is handed back in
+        ``published`` once the fragment's chunk is listed."""
         time = fragment.time + offset
         duration = fragment.duration
         moof = fragment.moof
@@ -281,13 +293,20 @@ class Presentation:
         if time != fragment.time or duration != fragment.duration:
             moof = retimed(moof, time, duration)
         index = self.index_of(level)
-        stored = level.add(time, duration, moof, fragment.mdat)
+        stored = level.add(time, duration, moof, fragment.mdat, arrived)
         if stored is None:
             return None
         if index.epoch != self.epoch:
             index.epoch = self.epoch
             index.discontinuities.add(time)
         self._publish(index)
+        if stored.arrived is not None and index.chunks and time <= index.chunks[-1][0]:
+            # Its chunk was listed before this level had it (the level was not fed
+            # then): it is fetchable now, or never if its time was never listed.
+            listed = bisect.bisect_left(index.chunks, (time,))
+            if listed < len(index.chunks) and index.chunks[listed][0] == time:
+                self.published.append((level, stored.arrived))
+            stored.arrived = None
         return stored
 
     def _publish(self, index: StreamIndex) -> None:
@@ -301,6 +320,11 @@ class Presentation:
             if all(time in level.fragments for level in fed):
                 index.chunks.append((time, reference.fragments[time].duration))
                 published = True
+                for level in index.levels:
+                    stored = level.fragments.get(time)
+                    if stored is not None and stored.arrived is not None:
+                        self.published.append((level, stored.arrived))
+                        stored.arrived = None
             else:
                 break
         if published:

@@ -1,0 +1,172 @@
+"""Fragments and manifests: smoothlive beside nginx, the same bytes, the same load.
+
+smoothlive serves the fragments of a point fed by a replay of the recorded
+ingest (so from memory, as a live point does); nginx (Debian's, started here
+with its own configuration, sendfile on) serves the very same bytes from
+files. wrk loads each with the same connections, alternating, twice; the
+better run of each counts. Objects: the moof of a fragment (FragmentInfo,
+about 1-2 KB: what Smooth players ask for when seeking), the 400 kb/s and
+the 3000 kb/s video fragments (about 100 KB and 750 KB). Manifests: the
+Smooth client manifest, an HLS media playlist and the DASH MPD of a point
+with a long DVR window (2 hours; 10 minutes with --quick).
+
+    .venv/bin/python bench/fragments.py [--quick] [--seconds S] [--connections C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    RESULTS,
+    Smoothlive,
+    capture_dir,
+    create_point,
+    machine,
+    nginx,
+    replay,
+    require_tools,
+    workdir,
+    wrk,
+)
+
+FRAG_POINT = "/bench/frag.isml"
+DVR_POINT = "/bench/dvr.isml"
+
+
+def _chunks(manifest: bytes, kind: str = "video") -> tuple[str, list[int], list[int]]:
+    """(StreamIndex name, bitrates, chunk start times) of the first StreamIndex of ``kind``."""
+    from lxml import etree
+
+    root = etree.fromstring(manifest)
+    index = next(si for si in root.findall("StreamIndex") if si.get("Type") == kind)
+    bitrates = sorted(int(q.get("Bitrate")) for q in index.findall("QualityLevel"))
+    times, current = [], 0
+    for c in index.findall("c"):
+        current = int(c.get("t", current))
+        for _ in range(int(c.get("r", "1"))):
+            times.append(current)
+            current += int(c.get("d"))
+    return index.get("Name"), bitrates, times
+
+
+def _span_seconds(capture: Path) -> float:
+    """The length of a capture, from one of its files (fragments of 2 s)."""
+    from smoothlive.media.ingest import Fragment, IngestParser
+
+    parser = IngestParser()
+    times = []
+    for file in sorted(capture.glob("*.ismv"))[:1]:
+        for event in [*parser.feed(file.read_bytes()), *parser.close()]:
+            if isinstance(event, Fragment) and event.data.time >= 0:
+                times.append((event.data.time, event.data.duration))
+    return (max(t + d for t, d in times) - min(t for t, _ in times)) / 10_000_000
+
+
+def compare(pairs: dict[str, tuple[str, str]], seconds: float, connections: int,
+            rounds: int = 2) -> dict:
+    """wrk on each (smoothlive URL, nginx URL), alternating; the best run of each."""
+    results: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name, (ours, theirs) in pairs.items():
+            for who, url in (("smoothlive", ours), ("nginx", theirs)):
+                run = wrk(url, seconds, connections)
+                best = results.setdefault(name, {}).get(who)
+                if best is None or run["rps"] > best["rps"]:
+                    results[name][who] = run
+    for entry in results.values():
+        entry["ratio"] = round(entry["smoothlive"]["rps"] / entry["nginx"]["rps"], 3)
+    return results
+
+
+def run(quick: bool = False, seconds: float | None = None, connections: int = 64) -> dict:
+    require_tools()
+    seconds = seconds or (3 if quick else 8)
+    capture, small = capture_dir(), capture_dir(small=True)
+    work = workdir("fragments")
+    files = work / "nginx-root"
+    with Smoothlive(work, ("--reconnect-grace", "3600")) as server:
+        create_point(server, FRAG_POINT, '<Archive enabled="false" />')
+        replay(capture, server.url + FRAG_POINT, "--rate", "max")
+        window_minutes = 10 if quick else 120
+        create_point(server, DVR_POINT,
+                     '<Archive enabled="false" /><ClientConnections enabled="true">'
+                     f"<WindowLength>PT{window_minutes}M</WindowLength></ClientConnections>")
+        loops = math.ceil(window_minutes * 60 / _span_seconds(small)) + 1
+        replay(small, server.url + DVR_POINT, "--rate", "max", "--loops", str(loops),
+               timeout=900)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            name, bitrates, times = _chunks(http.get(f"{FRAG_POINT}/Manifest").content)
+            at = times[2]
+            objects = {
+                "fragment_info": f"{FRAG_POINT}/QualityLevels({bitrates[0]})/"
+                                 f"FragmentInfo({name}={at})",
+                "fragment_low": f"{FRAG_POINT}/QualityLevels({bitrates[0]})/"
+                                f"Fragments({name}={at})",
+                "fragment_high": f"{FRAG_POINT}/QualityLevels({bitrates[-1]})/"
+                                 f"Fragments({name}={at})",
+            }
+            dvr_name, dvr_bitrates, dvr_times = _chunks(http.get(f"{DVR_POINT}/Manifest").content)
+            documents = {
+                "smooth_manifest": f"{DVR_POINT}/Manifest",
+                "hls_playlist": f"{DVR_POINT}/QualityLevels({dvr_bitrates[-1]})/"
+                                f"Manifest({dvr_name},format=m3u8-aapl).m3u8",
+                "dash_mpd": f"{DVR_POINT}/Manifest(format=mpd-time-cmaf).mpd",
+            }
+            sizes = {}
+            files.mkdir(parents=True)
+            for key, path in {**objects, **documents}.items():
+                body = http.get(path, headers={"Accept-Encoding": "identity"})
+                body.raise_for_status()
+                (files / f"{key}.bin").write_bytes(body.content)
+                sizes[key] = len(body.content)
+        with nginx(files) as theirs:
+            pairs = {key: (server.url + path, f"{theirs}/{key}.bin")
+                     for key, path in {**objects, **documents}.items()}
+            results = compare(pairs, seconds, connections)
+    for key, entry in results.items():
+        entry["bytes"] = sizes[key]
+    return {"fragments": {k: results[k] for k in objects},
+            "manifests": {k: results[k] for k in documents},
+            "dvr": {"window_minutes": window_minutes, "fragments_per_level": len(dvr_times)},
+            "seconds": seconds, "connections": connections}
+
+
+def table(result: dict) -> str:
+    lines = ["| object | bytes | smoothlive req/s | nginx req/s | ratio | smoothlive MB/s | "
+             "p50 / p99 ms (smoothlive) | p50 / p99 ms (nginx) |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for group in ("fragments", "manifests"):
+        for key, entry in result[group].items():
+            ours, theirs = entry["smoothlive"], entry["nginx"]
+            lines.append(
+                f"| {key} | {entry['bytes']:,} | {ours['rps']:,.0f} | {theirs['rps']:,.0f} | "
+                f"{entry['ratio']:.2f} | {ours['mbps']:,.1f} | {ours['p50_ms']:.2f} / "
+                f"{ours['p99_ms']:.2f} | {theirs['p50_ms']:.2f} / {theirs['p99_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    result = run(args.quick, args.seconds, args.connections)
+    result["machine"] = machine()
+    print(table(result))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fragments.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
