@@ -68,8 +68,11 @@ _SIZES = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
 
 
 def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
-    return float(number) * _UNITS[unit]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if match is None:
+        return float("nan")  # wrk prints -nan when nothing completed
+    number, unit = match.groups()
+    return float(number) * _UNITS.get(unit, 3_600_000.0)
 
 
 def wrk(url: str, seconds: float, connections: int = 64, threads: int = 2,
@@ -243,7 +246,7 @@ def workdir(name: str) -> Path:
 # -- nginx ----------------------------------------------------------------------------------------
 
 NGINX_CONF = """\
-worker_processes auto;
+{user}worker_processes auto;
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/error.log warn;
@@ -276,7 +279,10 @@ def nginx(root: Path) -> Iterator[str]:
     (work / "tmp").mkdir()
     port = free_port()
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, port=port, root=root))
+    # As root, nginx's workers would run as nobody and could not read the
+    # benchmark's private temporary folders: keep them as the caller.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(work=work, port=port, root=root, user=user))
     process = subprocess.Popen([nginx_binary(), "-c", str(conf), "-e", str(work / "error.log")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

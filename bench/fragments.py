@@ -78,6 +78,8 @@ def compare(pairs: dict[str, tuple[str, str]], seconds: float, connections: int,
         for name, (ours, theirs) in pairs.items():
             for who, url in (("smoothlive", ours), ("nginx", theirs)):
                 run = wrk(url, seconds, connections)
+                if run["non2xx"] or run["socket_errors"]:
+                    raise RuntimeError(f"{who} answered errors on {url}: {run}")
                 best = results.setdefault(name, {}).get(who)
                 if best is None or run["rps"] > best["rps"]:
                     results[name][who] = run

@@ -21,6 +21,7 @@ and preflights are answered; ``/clientaccesspolicy.xml`` and
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import logging
 import re
@@ -94,6 +95,8 @@ class DeliveryRoute:
     time: int = 0
 
 
+# A pure function of the path: players ask for the same URLs again and again.
+@functools.lru_cache(maxsize=8192)
 def delivery_route(path: str) -> DeliveryRoute | None:
     match = _FRAGMENT.match(path)
     if match:

@@ -18,6 +18,7 @@ fetch the playlist from fetching the key (anyone who can play can copy).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 import hmac
@@ -547,6 +548,7 @@ def _output_of(found: OutputRoute) -> str:
     return DASH_SEGMENT if dash else HLS_SEGMENT
 
 
+@functools.lru_cache(maxsize=1024)  # HlsSettings are frozen values
 def _options(hls: HlsSettings | None) -> HlsOptions:
     if hls is None:
         return HlsOptions()

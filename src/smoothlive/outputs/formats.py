@@ -31,6 +31,7 @@ too: one name for one span of every playlist.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -103,6 +104,8 @@ class OutputRoute:
         return self.format in HLS_FORMATS
 
 
+# A pure function of the path: players ask for the same URLs again and again.
+@functools.lru_cache(maxsize=8192)
 def output_route(path: str) -> OutputRoute | None:
     """The HLS/DASH resource a path names, or None; a wrong extension is None (404)."""
     lowered = path.lower()

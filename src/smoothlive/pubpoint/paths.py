@@ -11,6 +11,7 @@ end in ``.isml``.
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote
 
@@ -25,6 +26,8 @@ class InvalidPointPath(ValueError):
     """The text does not name a publishing point file under the root."""
 
 
+# A pure function of the path: players ask for the same URLs again and again.
+@functools.lru_cache(maxsize=8192)
 def point_path(text: str, *, decode: bool = True) -> str:
     """The canonical ``/a/b.isml`` path for ``text``, or InvalidPointPath.
 
