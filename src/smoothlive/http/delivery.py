@@ -234,7 +234,7 @@ class DeliveryService:
         mdat = fragment.mdat
         if mdat is None and not head:
             mdat = await asyncio.to_thread(level.read_mdat, fragment)
-        size = len(moof) + (fragment.size - len(fragment.moof))
+        size = len(moof) + (fragment.size - fragment.moof_size)
         headers.append((b"content-length", str(size).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if head:

@@ -35,7 +35,7 @@ from smoothlive.http.messages import Request, Send, respond
 from smoothlive.http.ondemand import OnDemandService
 from smoothlive.management.settings import HlsSettings, Settings
 from smoothlive.media.boxes import BoxError
-from smoothlive.media.fragments import read_moof, with_tfdt
+from smoothlive.media.fragments import read_moof, with_lookahead, with_tfdt
 from smoothlive.media.init import init_segment
 from smoothlive.media.model import TrackInfo
 from smoothlive.media.ts import (
@@ -215,7 +215,7 @@ class FormatsService:
             mdat = fragment.mdat
             if mdat is None:
                 mdat = await asyncio.to_thread(level.read_mdat, fragment)
-            return fragment.moof, mdat
+            return fragment.moof or with_lookahead(fragment.served_moof, []), mdat
 
         def hit(name: str, bitrate: int) -> None:
             index = presentation.stream_indexes.get(name)
@@ -228,7 +228,8 @@ class FormatsService:
             level = index.levels[0] if index is not None and index.levels else None
             if level is None or not level.times:
                 return None
-            return level.fragments[level.times[0]].moof
+            fragment = level.fragments[level.times[0]]
+            return fragment.moof or fragment.served_moof
 
         window = presentation.settings.window
         return _Source(

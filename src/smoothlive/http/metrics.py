@@ -96,8 +96,7 @@ class MetricsService:
         if now - self._scanned_at >= SCAN_SECONDS:
             self._scanned = frozenset(await self.registry.paths())
             self._scanned_at = time.monotonic()
-        # The registry has no public iteration of its runtimes; reading is all we do.
-        runtimes = self.registry._runtime
+        runtimes = self.registry.runtimes()
         counts = dict.fromkeys(State, 0)
         for runtime in runtimes.values():
             counts[runtime.state] += 1

@@ -370,7 +370,8 @@ class LivePoint:
         assert self.archive is not None
         try:
             self.archive.add_fragment(level.stream_index, level.bitrate, stored.time,
-                                      level.info.timescale, stored.moof, mdat)
+                                      level.info.timescale,
+                                      stored.moof or stored.served_moof, mdat)
         except ArchiveError as exc:
             self._archive_failed(exc)
 

@@ -52,13 +52,14 @@ RESTART_BEHIND_FRAGMENTS = 5
 class StoredFragment:
     time: int
     duration: int
-    moof: bytes  # as received (re-stamped if needed)
+    moof: bytes  # as received (re-stamped if needed); b"" once complete: served_moof says it all
     mdat: bytes | None  # None once evicted from memory: read from the spool
     spool_offset: int
     size: int  # len(moof) + len(mdat)
     served_moof: bytes = b""  # moof with the TfrfBox of its successors
     complete: bool = False  # its TfrfBox names LookAheadChunks successors: immutable
     has_successor: bool = False  # its TfrfBox names at least one following fragment
+    moof_size: int = 0  # of the moof as received: where its mdat starts in the spool
     # When its last byte arrived (the shell's monotonic clock), until it is published;
     # None when not measured or already reported in Presentation.published.
     arrived: float | None = None
@@ -99,7 +100,7 @@ class QualityLevel:
             self._spool.write(mdat)
             self._spool_size += len(moof) + len(mdat)
         stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat),
-                                arrived=arrived)
+                                arrived=arrived, moof_size=len(moof))
         index = bisect.bisect_left(self.times, time)
         self.times.insert(index, time)
         if index < self._in_memory:  # late, among fragments already evicted: evict it too
@@ -119,9 +120,14 @@ class QualityLevel:
             (t, self.fragments[t].duration)
             for t in self.times[position + 1: position + 1 + self.lookahead]
         ]
-        fragment.served_moof = with_lookahead(fragment.moof, following)
+        fragment.served_moof = with_lookahead(fragment.moof or fragment.served_moof, following)
         fragment.complete = len(following) >= self.lookahead
         fragment.has_successor = bool(following)
+        if fragment.complete:
+            # Its TfrfBox will not change again: keep one moof, not two (the index
+            # of a long DVR window is mostly moofs). with_lookahead(served, []) gives
+            # the moof as received back, for outputs that want no TfrfBox.
+            fragment.moof = b""
 
     def evict_memory(self, before: int) -> None:
         """Drop media bytes of fragments older than ``before``: they stay in the spool."""
@@ -148,7 +154,7 @@ class QualityLevel:
     def read_mdat(self, fragment: StoredFragment) -> bytes:
         """The media bytes of an evicted fragment, from the spool (blocking: call in a thread)."""
         assert self.spool_path is not None
-        moof_size = len(fragment.moof)
+        moof_size = fragment.moof_size
         with open(self.spool_path, "rb") as handle:
             return os.pread(handle.fileno(), fragment.size - moof_size,
                             fragment.spool_offset + moof_size)

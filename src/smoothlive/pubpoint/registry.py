@@ -122,6 +122,10 @@ class Registry:
                 log.info("%s: was %s before the restart, now %s", path, saved["state"], state.value)
                 self._save_state(runtime)
 
+    def runtimes(self) -> dict[str, PointRuntime]:
+        """The points with a runtime state (the others are Idle), by path: read only."""
+        return self._runtime
+
     def runtime(self, path: str) -> PointRuntime:
         runtime = self._runtime.get(path)
         if runtime is None:
