@@ -155,6 +155,7 @@ class IngestService:
                 if chunk:
                     arrived = time.monotonic()  # the last byte of any fragment this completes
                     stream.bytes += len(chunk)
+                    stream.chunks += 1
                     for event in parser.feed(chunk):
                         if isinstance(event, Fragment):
                             await point.fragment(stream, event.data, arrived)
@@ -180,8 +181,9 @@ class IngestService:
                           b"text/plain; charset=utf-8")
             return 400
         await point.close_stream(stream, ended=ended)
-        log.info("%s Streams(%s) from %s: %s after %d fragments, %d bytes", path,
+        log.info("%s Streams(%s) from %s: %s after %d fragments, %d bytes in %d chunks",
+                 path,
                  found.stream_id, source, "ended" if ended else "connection lost",
-                 stream.fragments, stream.bytes)
+                 stream.fragments, stream.bytes, stream.chunks)
         await respond(send, 200)
         return 200

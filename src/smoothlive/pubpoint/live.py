@@ -104,6 +104,7 @@ class IngestStream:
     first_seen: set[int] = field(default_factory=set)  # track_ids that sent a fragment
     meters: dict[int, TrackMeter] = field(default_factory=dict)  # track_id -> meter
     bytes: int = 0
+    chunks: int = 0  # body messages received: their size tells the cost per byte
     fragments: int = 0
     last_fragment_at: float = 0.0
     ended: bool = False
