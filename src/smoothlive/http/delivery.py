@@ -109,6 +109,20 @@ def delivery_route(path: str) -> DeliveryRoute | None:
     return None
 
 
+async def answer_other_methods(request: Request, send: Send) -> int:
+    """What players' resources answer besides GET and HEAD: a CORS preflight (204)
+    or 405; 0 when the method is GET or HEAD and the caller answers."""
+    method = request.method
+    if method == "OPTIONS":
+        await respond(send, 204, headers=PREFLIGHT)
+        return 204
+    if method not in ("GET", "HEAD"):
+        await respond(send, 405, b"method not allowed\n", b"text/plain",
+                      [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
+        return 405
+    return 0
+
+
 class DeliveryService:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -125,15 +139,10 @@ class DeliveryService:
 
     async def _serve(self, request: Request, send: Send, found: DeliveryRoute) -> int:
         """The answer; returns its status (for the metrics)."""
-        method = request.method
-        if method == "OPTIONS":
-            await respond(send, 204, headers=PREFLIGHT)
-            return 204
-        if method not in ("GET", "HEAD"):
-            await respond(send, 405, b"method not allowed\n", b"text/plain",
-                          [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
-            return 405
-        head = method == "HEAD"
+        refused = await answer_other_methods(request, send)
+        if refused:
+            return refused
+        head = request.method == "HEAD"
         live = await self.find_live(found.point)
         if live is not None and not live.outputs.smooth:
             live = None

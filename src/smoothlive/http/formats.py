@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from smoothlive.archive.ondemand import OnDemandPresentation
-from smoothlive.http.delivery import CORS, IMMUTABLE, NO_STORE, PREFLIGHT, DeliveryService
+from smoothlive.http.delivery import (
+    CORS,
+    IMMUTABLE,
+    NO_STORE,
+    DeliveryService,
+    answer_other_methods,
+)
 from smoothlive.http.messages import Request, Send, respond
 from smoothlive.http.ondemand import OnDemandService
 from smoothlive.management.settings import HlsSettings, Settings
@@ -154,15 +160,10 @@ class FormatsService:
 
     async def _serve(self, request: Request, send: Send, found: OutputRoute) -> int:
         """The answer; returns its status (for the metrics)."""
-        method = request.method
-        if method == "OPTIONS":
-            await respond(send, 204, headers=PREFLIGHT)
-            return 204
-        if method not in ("GET", "HEAD"):
-            await respond(send, 405, b"method not allowed\n", b"text/plain",
-                          [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
-            return 405
-        head = method == "HEAD"
+        refused = await answer_other_methods(request, send)
+        if refused:
+            return refused
+        head = request.method == "HEAD"
         source = await self._source(found)
         if source is None or not self._enabled(source, found):
             return await self._missing(send, head, b"no such presentation\n")
@@ -177,7 +178,7 @@ class FormatsService:
                 return await self._segment(send, source, found, head)
             return await self._key(request, send, source, found, head)
         except (BoxError, ValueError) as exc:
-            log.error("%s %s: cannot convert: %s", method, request.path, exc)
+            log.error("%s %s: cannot convert: %s", request.method, request.path, exc)
             await respond(send, 500, b"cannot convert this media\n", b"text/plain",
                           [*CORS, *NO_STORE], head=head)
             return 500

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smoothlive.archive.ondemand import OnDemandPresentation, OnDemandState
-from smoothlive.http.delivery import CORS, IMMUTABLE, MANIFEST_TYPE, NO_STORE, PREFLIGHT
+from smoothlive.http.delivery import (
+    CORS,
+    IMMUTABLE,
+    MANIFEST_TYPE,
+    NO_STORE,
+    answer_other_methods,
+)
 from smoothlive.http.messages import Request, Send, respond
 from smoothlive.metrics import ONDEMAND_FRAGMENT, ONDEMAND_MANIFEST, observe_request
 
@@ -126,15 +132,10 @@ class OnDemandService:
 
     async def _serve(self, request: Request, send: Send, found: OnDemandRoute) -> int:
         """The answer; returns its status (for the metrics)."""
-        method = request.method
-        if method == "OPTIONS":
-            await respond(send, 204, headers=PREFLIGHT)
-            return 204
-        if method not in ("GET", "HEAD"):
-            await respond(send, 405, b"method not allowed\n", b"text/plain",
-                          [(b"allow", b"GET, HEAD, OPTIONS"), *CORS])
-            return 405
-        head = method == "HEAD"
+        refused = await answer_other_methods(request, send)
+        if refused:
+            return refused
+        head = request.method == "HEAD"
         started = False
         status = 500
 
@@ -157,7 +158,7 @@ class OnDemandService:
         except Exception as exc:
             # One clear line for the operator; the client gets a plain 500 (or,
             # once the body has begun, a cut connection), never a trace.
-            log.error("on-demand %s %s failed: %s: %s", method, request.path,
+            log.error("on-demand %s %s failed: %s: %s", request.method, request.path,
                       type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             if started:
                 raise
