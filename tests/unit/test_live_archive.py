@@ -107,3 +107,42 @@ def test_hresults_of_os_errors() -> None:
     assert hresult_of(OSError(28, "full")) == 0x80070070
     assert hresult_of(OSError(13, "denied")) == 0x80070005
     assert hresult_of(OSError(99, "other")) == 0x8007001F
+
+
+async def test_an_archived_point_keeps_one_copy_on_disk(tmp_path: Path) -> None:
+    # The archive doubles as the DVR store: the spool stays empty, and media
+    # evicted from memory is read back from the archive's files.
+    point = _point(tmp_path, tmp_path / "archives", [])
+    point.presentation.settings = replace(point.presentation.settings, live_cache=1)
+    await _push(point)
+    levels = [lv for index in point.presentation.stream_indexes.values() for lv in index.levels]
+    assert all(lv.spool_path.stat().st_size == 0 for lv in levels)
+    by_time = {(d.track_id, d.time): d.mdat for d in FRAGMENTS}
+    evicted = 0
+    for level in levels:
+        for fragment in level.fragments.values():
+            assert fragment.file is not None and fragment.file.suffix == ".ismv"
+            if fragment.mdat is None:
+                evicted += 1
+                mdat = level.read_mdat(fragment)
+                assert mdat == by_time[(level.info.track_id, fragment.time)]
+    assert evicted > 0
+    point.stop_inputs()
+    await asyncio.wait_for(point.archive_done, 10)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+async def test_after_an_archive_failure_the_spool_takes_the_fragments(tmp_path: Path) -> None:
+    point = _point(tmp_path, tmp_path / "archives", [])
+    stream = await _push(point, FRAGMENTS[:4])
+    for file in point.archive._writers[0]._files.values():
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, file.fd)
+        os.close(full)
+    for data in FRAGMENTS[4:]:
+        await point.fragment(stream, data)
+    await asyncio.wait_for(point.archive_failure, 10)
+    level = stream.levels[FRAGMENTS[-1].track_id]
+    last = level.fragments[level.times[-1]]
+    assert last.file is None and level.spool_path.stat().st_size > 0
+    assert level.read_mdat(last) == FRAGMENTS[-1].mdat

@@ -142,11 +142,12 @@ class ArchiveWriter:
             self._write_ism()
 
     def add_fragment(self, stream_index: str, bitrate: int, time: int, moof: bytes,
-                     mdat: bytes) -> bool:
-        """Append a fragment; False if this file has it already (or is unknown/closed)."""
+                     mdat: bytes) -> tuple[Path, int] | None:
+        """Append a fragment: the file and offset its moof now has (its mdat follows);
+        None if this file has it already, or is unknown or closed."""
         file = self._files.get((stream_index, bitrate))
         if file is None or time in file.times or self.closed:
-            return False
+            return None
         with self._lock:
             try:
                 _write_all(file.fd, [moof, mdat])
@@ -156,11 +157,12 @@ class ArchiveWriter:
                     os.ftruncate(file.fd, file.size)
                 raise ArchiveError(exc.errno, f"cannot append to archive: {exc.strerror}",
                                    str(file.path)) from None
-            file.entries.append((time, file.size))
+            at = file.size
+            file.entries.append((time, at))
             file.times.add(time)
             file.size += len(moof) + len(mdat)
             file.dirty = True
-        return True
+        return file.path, at
 
     def flush(self) -> None:
         """fsync the files that grew since the last flush (blocking)."""
@@ -260,24 +262,26 @@ class SegmentedArchive:
             writer.add_track(stream_index, info)
 
     def add_fragment(self, stream_index: str, bitrate: int, time: int, timescale: int,
-                     moof: bytes, mdat: bytes) -> None:
+                     moof: bytes, mdat: bytes) -> tuple[Path, int] | None:
+        """Append a fragment to its segment: where its moof went (see ArchiveWriter)."""
         key = (stream_index, bitrate)
         info = self._tracks.get(key)
         if info is None:
-            return
+            return None
         segment = self._segment(time * SMOOTH_TIMESCALE // (timescale or SMOOTH_TIMESCALE))
         writer = self._writers.get(segment)
         if writer is None:
             if segment < min(self._writers, default=segment):
-                return  # late fragment of a segment already finished
+                return None  # late fragment of a segment already finished
             writer = self._writers[segment] = ArchiveWriter(
                 self.folder / f"Segment{segment + 1:04d}", self.stem)
             for (name, _), track in self._tracks.items():
                 writer.add_track(name, track)
-        writer.add_fragment(stream_index, bitrate, time, moof, mdat)
+        where = writer.add_fragment(stream_index, bitrate, time, moof, mdat)
         if self._position.get(key) != segment:
             self._position[key] = segment
             self._retire()
+        return where
 
     def _segment(self, ticks: int) -> int:
         if not self.segment_ticks:

@@ -60,7 +60,6 @@ from smoothlive.pubpoint.presentation import (
     ManifestSettings,
     Presentation,
     QualityLevel,
-    StoredFragment,
 )
 from smoothlive.pubpoint.states import Event
 
@@ -218,8 +217,6 @@ class LivePoint:
             INGEST_DUPLICATES.inc(key)
         if self.presentation.version != version:
             self._published(self.presentation.index_of(level))
-        if stored is not None and self.archive is not None:
-            await self._archive_fragment(level, stored, data.mdat)
         now = time.monotonic()
         stream.fragments += 1
         stream.last_fragment_at = now
@@ -344,6 +341,7 @@ class LivePoint:
                 self._open_archive(stream.event_id)
             assert self.archive is not None
             self.archive.add_track(level.stream_index, level.info)
+            level.store = self._archive_store(level)
         except (ArchiveError, ValueError) as exc:
             self._archive_failed(exc)
 
@@ -366,21 +364,30 @@ class LivePoint:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_archive())
         log.info("%s: archiving to %s", self.path, folder)
 
-    async def _archive_fragment(self, level: QualityLevel, stored: StoredFragment,
-                                mdat: bytes) -> None:
-        assert self.archive is not None
-        try:
-            self.archive.add_fragment(level.stream_index, level.bitrate, stored.time,
-                                      level.info.timescale,
-                                      stored.moof or stored.served_moof, mdat)
-        except ArchiveError as exc:
-            self._archive_failed(exc)
+    def _archive_store(self, level: QualityLevel
+                       ) -> Callable[[int, bytes, bytes], tuple[Path, int] | None]:
+        """Where ``level`` writes a new fragment: the archive, which then also serves the
+        DVR window from disk (no spool copy); None falls back to the spool."""
+        def store(at: int, moof: bytes, mdat: bytes) -> tuple[Path, int] | None:
+            archive = self.archive
+            if archive is None:
+                return None
+            try:
+                return archive.add_fragment(level.stream_index, level.bitrate, at,
+                                            level.info.timescale, moof, mdat)
+            except ArchiveError as exc:
+                self._archive_failed(exc)
+                return None
+        return store
 
     def _archive_failed(self, exc: Exception) -> None:
         """Stop archiving (what was written stays valid) and move the point to Error
         with the OS error as LastError; the live presentation goes on."""
         log.error("%s: archiving stopped: %s", self.path, exc)
         archive, self.archive = self.archive, None
+        for index in self.presentation.stream_indexes.values():
+            for level in index.levels:
+                level.store = None  # the spool again, from the next fragment
         self.archive_base = None
         if self._flusher is not None and self._flusher is not asyncio.current_task():
             self._flusher.cancel()

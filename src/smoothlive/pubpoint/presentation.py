@@ -60,6 +60,7 @@ class StoredFragment:
     complete: bool = False  # its TfrfBox names LookAheadChunks successors: immutable
     has_successor: bool = False  # its TfrfBox names at least one following fragment
     moof_size: int = 0  # of the moof as received: where its mdat starts in the spool
+    file: Path | None = None  # where moof and mdat were written, when not in the spool
     # When its last byte arrived (the shell's monotonic clock), until it is published;
     # None when not measured or already reported in Presentation.published.
     arrived: float | None = None
@@ -83,6 +84,9 @@ class QualityLevel:
         self.requests = RateMeter()  # fragment requests per second (RequestRate)
         self.forgotten_before = -1  # fragments before this time left the DVR window
         self._in_memory = 0  # position of the oldest fragment whose mdat may be in memory
+        # Writes a new fragment somewhere durable instead of the spool (the archive):
+        # (time, moof, mdat) -> (file, offset of the moof), or None to use the spool.
+        self.store: Callable[[int, bytes, bytes], tuple[Path, int] | None] | None = None
 
     @property
     def bitrate(self) -> int:
@@ -94,13 +98,19 @@ class QualityLevel:
         if time in self.fragments or time < self.forgotten_before:
             self.duplicates += 1  # stored already, or resent after it left the DVR window
             return None
-        offset = self._spool_size
-        if self._spool is not None:
-            self._spool.write(moof)
-            self._spool.write(mdat)
-            self._spool_size += len(moof) + len(mdat)
+        # An archive that takes the fragment keeps it on disk for the DVR window
+        # too: one copy of the media on disk, not two.
+        where = self.store(time, moof, mdat) if self.store is not None else None
+        if where is not None:
+            file, offset = where
+        else:
+            file, offset = None, self._spool_size
+            if self._spool is not None:
+                self._spool.write(moof)
+                self._spool.write(mdat)
+                self._spool_size += len(moof) + len(mdat)
         stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat),
-                                arrived=arrived, moof_size=len(moof))
+                                arrived=arrived, moof_size=len(moof), file=file)
         index = bisect.bisect_left(self.times, time)
         self.times.insert(index, time)
         if index < self._in_memory:  # late, among fragments already evicted: evict it too
@@ -152,10 +162,12 @@ class QualityLevel:
         self.forgotten_before = max(self.forgotten_before, before)
 
     def read_mdat(self, fragment: StoredFragment) -> bytes:
-        """The media bytes of an evicted fragment, from the spool (blocking: call in a thread)."""
-        assert self.spool_path is not None
+        """The media bytes of an evicted fragment, from the archive or the spool
+        (blocking: call in a thread)."""
+        path = fragment.file or self.spool_path
+        assert path is not None
         moof_size = fragment.moof_size
-        with open(self.spool_path, "rb") as handle:
+        with open(path, "rb") as handle:
             return os.pread(handle.fileno(), fragment.size - moof_size,
                             fragment.spool_offset + moof_size)
 
