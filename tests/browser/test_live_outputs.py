@@ -6,7 +6,6 @@ module; the player page comes from its own origin, so CORS is exercised.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -24,7 +23,7 @@ def live_point(tmp_path_factory) -> Iterator[str]:
     """A real server with ffmpeg pushing to POINT for a minute; the point's URL."""
     import httpx
 
-    from tests.e2e.encoder import start_push
+    from tests.e2e.encoder import start_push, stop_push
     from tests.e2e.harness import Server
     from tests.e2e.test_management_api import create, set_state
 
@@ -44,12 +43,7 @@ def live_point(tmp_path_factory) -> Iterator[str]:
         yield f"{server.url}{POINT}"
     finally:
         if encoder is not None:
-            encoder.terminate()
-            try:
-                encoder.wait(10)
-            except subprocess.TimeoutExpired:
-                encoder.kill()
-                encoder.wait(10)
+            stop_push(encoder)
         server.stop()
 
 

@@ -513,7 +513,7 @@ def live_smooth(tmp_path: Path) -> Iterator[str]:
     """A real server with ffmpeg pushing to /live/ch1.isml; the manifest URL."""
     import httpx
 
-    from tests.e2e.encoder import start_push
+    from tests.e2e.encoder import start_push, stop_push
     from tests.e2e.harness import Server
     from tests.e2e.test_management_api import create, set_state
 
@@ -532,12 +532,7 @@ def live_smooth(tmp_path: Path) -> Iterator[str]:
         yield f"{server.url}{point}/Manifest"
     finally:
         if encoder is not None:
-            encoder.terminate()
-            try:
-                encoder.wait(10)
-            except subprocess.TimeoutExpired:
-                encoder.kill()
-                encoder.wait(10)
+            stop_push(encoder)
         server.stop()
 
 

@@ -43,3 +43,13 @@ def start_push(base_url: str, point: str, seconds: float, log: Path, **kwargs) -
                                stdout=handle, stderr=handle, stdin=subprocess.DEVNULL)
     handle.close()
     return process
+
+
+def stop_push(process: subprocess.Popen, timeout: float = 10) -> None:
+    """End an encoder that is still pushing: terminate, then kill; bounded."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
