@@ -7,6 +7,7 @@ wait is bounded.
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import re
@@ -24,7 +25,18 @@ LISTENING = re.compile(r"^smoothlive listening on (https?://\S+)$")
 PASSWORD_LINE = re.compile(r"^    (\S+)$")
 
 
-@dataclass
+# Servers still running when the test process ends (a fixture that failed
+# before its teardown): stopped then, never left behind.
+_RUNNING: set[Server] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_RUNNING):
+        server.stop(signal.SIGKILL, timeout=10)
+
+
+@dataclass(eq=False)
 class Server:
     root: Path
     state_dir: Path
@@ -46,6 +58,7 @@ class Server:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
+        _RUNNING.add(self)
         self.lines = queue.Queue()
         threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
         while True:
@@ -85,6 +98,7 @@ class Server:
                 self.process.wait(timeout=timeout)
         code = self.process.returncode
         self.process = None
+        _RUNNING.discard(self)
         return code
 
 
