@@ -142,13 +142,8 @@ class Smoothlive:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process, signal.SIGTERM)
         self.process = None
 
     def cpu_seconds(self) -> float:
@@ -165,6 +160,26 @@ class Smoothlive:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen, sig: int, grace: float = 30) -> None:
+    """Ask a process to stop with ``sig``; kill it after ``grace`` seconds. Bounded."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def report(name: str, result: dict, table: str) -> int:
+    """What a benchmark run from the command line does with its result."""
+    result["machine"] = machine()
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    return 0
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -218,13 +233,7 @@ def replaying(capture: Path, url: str, *args: str) -> Iterator[subprocess.Popen]
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process, signal.SIGTERM)
 
 
 def capture_dir(small: bool = False) -> Path:
@@ -289,12 +298,7 @@ def nginx(root: Path) -> Iterator[str]:
         wait_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, signal.SIGQUIT)  # nginx's graceful stop
         shutil.rmtree(work, ignore_errors=True)
 
 

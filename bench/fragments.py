@@ -16,7 +16,6 @@ with a long DVR window (2 hours; 10 minutes with --quick).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -25,13 +24,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
-    RESULTS,
     Smoothlive,
     capture_dir,
     create_point,
-    machine,
     nginx,
     replay,
+    report,
     require_tools,
     workdir,
     wrk,
@@ -162,11 +160,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     result = run(args.quick, args.seconds, args.connections)
-    result["machine"] = machine()
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fragments.json").write_text(json.dumps(result, indent=2))
-    return 0
+    return report("fragments", result, table(result))
 
 
 if __name__ == "__main__":

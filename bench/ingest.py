@@ -33,9 +33,9 @@ from common import (
     Smoothlive,
     capture_dir,
     create_point,
-    machine,
     process_cpu_seconds,
     replaying,
+    report,
     workdir,
 )
 
@@ -208,10 +208,7 @@ def main() -> int:
     args = parser.parse_args()
     counts = tuple(int(p) for p in args.points.split(",")) if args.points else None
     result = run(args.quick, counts, args.seconds)
-    result["machine"] = machine()
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2))
+    report("ingest", result, table(result))
     plot(result, RESULTS / "ingest.png")
     return 0
 

@@ -11,7 +11,6 @@ with argon2, then from the credential cache, as a script's repeated calls are).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,10 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BASIC,
     PASSWORD,
-    RESULTS,
     USER,
     Smoothlive,
-    machine,
+    report,
     require_tools,
     workdir,
     wrk,
@@ -80,11 +78,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float)
     args = parser.parse_args()
     result = run(args.quick, args.points, args.seconds)
-    result["machine"] = machine()
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "management.json").write_text(json.dumps(result, indent=2))
-    return 0
+    return report("management", result, table(result))
 
 
 if __name__ == "__main__":

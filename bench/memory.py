@@ -21,12 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
-    RESULTS,
     Smoothlive,
     capture_dir,
     create_point,
-    machine,
     replay,
+    report,
     workdir,
 )
 from fragments import _span_seconds
@@ -84,11 +83,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     result = run(args.quick)
-    result["machine"] = machine()
-    print(table(result))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "memory.json").write_text(json.dumps(result, indent=2))
-    return 0
+    return report("memory", result, table(result))
 
 
 if __name__ == "__main__":

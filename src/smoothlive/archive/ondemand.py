@@ -71,6 +71,7 @@ from smoothlive.media.servermanifest import (
     parse_server_manifest,
 )
 from smoothlive.outputs.smooth import ManifestView, StreamIndexView, render_client_manifest
+from smoothlive.outputs.xmlattr import xml_attr as _attr
 
 log = logging.getLogger("smoothlive.ondemand")
 
@@ -112,14 +113,6 @@ class IsmTrack:
 class IsmDocument:
     tracks: tuple[IsmTrack, ...]
     client_manifest: str | None = None  # meta clientManifestRelativePath
-
-
-_XML_SPECIAL = re.compile('[&<>"\x00-\x1f\ud800-\udfff\ufffe\uffff]')
-_XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
-
-
-def _attr(value: str) -> str:
-    return _XML_SPECIAL.sub(lambda m: _XML_ESCAPES.get(m.group(), "\ufffd"), value)
 
 
 def render_ism(document: IsmDocument) -> bytes:

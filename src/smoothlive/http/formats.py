@@ -75,6 +75,7 @@ from smoothlive.outputs.formats import (
 )
 from smoothlive.outputs.segments import Segmenter, segments_of
 from smoothlive.outputs.smooth import ManifestView
+from smoothlive.pubpoint.live import LivePoint
 
 log = logging.getLogger("smoothlive.formats")
 
@@ -87,7 +88,8 @@ STOPPED = b"public, max-age=60"
 
 @dataclass
 class _Source:
-    """What a request reads, live or archived, behind one interface."""
+    """What a request reads of an archive; live points are read through ``_LiveSource``,
+    which has the same attributes."""
 
     key: tuple  # identity for caches
     view: ManifestView
@@ -103,6 +105,77 @@ class _Source:
     fetch: Callable[[str, int, int], Awaitable[tuple[bytes, bytes] | None]]
     hit: Callable[[str, int], None]
     first_moof: Callable[[str], bytes | None] = lambda name: None
+
+
+class _LiveSource:
+    """A live point as the outputs read it; the same attributes as ``_Source``."""
+
+    dash: bool
+    hls: HlsSettings | None
+
+    def __init__(self, point: LivePoint) -> None:
+        self.point = point
+        self.presentation = presentation = point.presentation
+        self.key = ("live", id(presentation))
+        self.settings = point.settings
+        self.hls = point.outputs.hls
+        self.dash = point.outputs.dash
+        window = presentation.settings.window
+        self.window = window / 10_000_000 if window else None
+
+    @property
+    def view(self) -> ManifestView:
+        return self.presentation.view()
+
+    @property
+    def live(self) -> bool:
+        return self.presentation.is_live
+
+    @property
+    def version(self) -> int:
+        return self.presentation.version
+
+    @property
+    def segmenter(self) -> Segmenter | None:
+        return self.presentation.segmenter
+
+    @property
+    def anchor(self) -> float | None:
+        return self.presentation.anchor
+
+    @property
+    def published_at(self) -> float | None:
+        return self.presentation.published_at
+
+    async def fetch(self, name: str, bitrate: int, at: int) -> tuple[bytes, bytes] | None:
+        """The fragment's moof (without TfrfBox) and mdat, from memory or disk."""
+        try:
+            level, fragment = self.presentation.find(name, bitrate, at)
+        except KeyError:
+            return None
+        if fragment is None:
+            return None
+        mdat = fragment.mdat
+        if mdat is None:
+            mdat = await asyncio.to_thread(level.read_mdat, fragment)
+        return fragment.moof or with_lookahead(fragment.served_moof, []), mdat
+
+    def hit(self, name: str, bitrate: int) -> None:
+        index = self.presentation.stream_indexes.get(name)
+        level = index.level(bitrate) if index is not None else None
+        if level is not None:
+            level.requests.hit(time.monotonic())
+
+    def first_moof(self, name: str) -> bytes | None:
+        index = self.presentation.stream_indexes.get(name)
+        level = index.levels[0] if index is not None and index.levels else None
+        if level is None or not level.times:
+            return None
+        fragment = level.fragments[level.times[0]]
+        return fragment.moof or fragment.served_moof
+
+
+AnySource = _Source | _LiveSource
 
 
 @dataclass
@@ -149,6 +222,7 @@ class FormatsService:
         self._facts: OrderedDict[tuple, object] = OrderedDict()  # frame rates, first moofs
         self._pending: dict[tuple, asyncio.Future[bytes | None]] = {}
         self._segmenters: dict[tuple, Segmenter] = {}
+        self._live_sources: dict[int, _LiveSource] = {}
 
     async def __call__(self, request: Request, send: Send, found: OutputRoute) -> None:
         started = time.monotonic()
@@ -184,7 +258,7 @@ class FormatsService:
             return 500
 
     @staticmethod
-    def _enabled(source: _Source, found: OutputRoute) -> bool:
+    def _enabled(source: AnySource, found: OutputRoute) -> bool:
         if found.format in DASH_FORMATS:
             return source.dash
         return source.hls is not None
@@ -195,51 +269,21 @@ class FormatsService:
 
     # -- sources -------------------------------------------------------------------------------
 
-    async def _source(self, found: OutputRoute) -> _Source | None:
+    async def _source(self, found: OutputRoute) -> AnySource | None:
         if found.archive:
             return await self._archive_source(found)
         live = await self.delivery.find_live(found.point)
         if live is None:
             return None
-        presentation = live.presentation
-        settings = live.settings
-        outputs = live.outputs
-        hls = outputs.hls
-
-        async def fetch(name: str, bitrate: int, at: int) -> tuple[bytes, bytes] | None:
-            try:
-                level, fragment = presentation.find(name, bitrate, at)
-            except KeyError:
-                return None
-            if fragment is None:
-                return None
-            mdat = fragment.mdat
-            if mdat is None:
-                mdat = await asyncio.to_thread(level.read_mdat, fragment)
-            return fragment.moof or with_lookahead(fragment.served_moof, []), mdat
-
-        def hit(name: str, bitrate: int) -> None:
-            index = presentation.stream_indexes.get(name)
-            level = index.level(bitrate) if index is not None else None
-            if level is not None:
-                level.requests.hit(time.monotonic())
-
-        def first_moof(name: str) -> bytes | None:
-            index = presentation.stream_indexes.get(name)
-            level = index.levels[0] if index is not None and index.levels else None
-            if level is None or not level.times:
-                return None
-            fragment = level.fragments[level.times[0]]
-            return fragment.moof or fragment.served_moof
-
-        window = presentation.settings.window
-        return _Source(
-            key=("live", id(presentation)), view=presentation.view(),
-            live=presentation.is_live, version=presentation.version,
-            segmenter=presentation.segmenter, anchor=presentation.anchor,
-            published_at=presentation.published_at, settings=settings, hls=hls,
-            dash=outputs.dash, window=window / 10_000_000 if window else None,
-            fetch=fetch, hit=hit, first_moof=first_moof)
+        # One source per live point, made once: it reads the presentation's
+        # current view, version and segments on each request.
+        source = self._live_sources.get(id(live))
+        if source is None or source.point is not live:
+            source = _LiveSource(live)
+            self._live_sources[id(live)] = source
+            while len(self._live_sources) > 1024:
+                self._live_sources.pop(next(iter(self._live_sources)))
+        return source
 
     async def _archive_source(self, found: OutputRoute) -> _Source | None:
         presentation = await self.ondemand.open(found.point.lstrip("/"))
@@ -274,7 +318,7 @@ class FormatsService:
 
     # -- documents -----------------------------------------------------------------------------
 
-    async def _manifest(self, request: Request, send: Send, source: _Source,
+    async def _manifest(self, request: Request, send: Send, source: AnySource,
                         found: OutputRoute, head: bool) -> int:
         if not source.view.stream_indexes:
             return await self._missing(send, head, b"no fragments yet\n")
@@ -294,7 +338,7 @@ class FormatsService:
             window=source.window, frame_rates=self._frame_rates(source)))
         return await self._send_document(request, send, source, body, "mpd", head)
 
-    async def _playlist(self, request: Request, send: Send, source: _Source,
+    async def _playlist(self, request: Request, send: Send, source: AnySource,
                         found: OutputRoute, head: bool) -> int:
         index = next((si for si in source.view.stream_indexes if si.name == found.name), None)
         if (index is None or source.segmenter is None
@@ -312,7 +356,7 @@ class FormatsService:
             return await self._missing(send, head, b"no segment yet\n")
         return await self._send_document(request, send, source, body, "m3u8", head)
 
-    def _playlist_body(self, source: _Source, found: OutputRoute, options: HlsOptions,
+    def _playlist_body(self, source: AnySource, found: OutputRoute, options: HlsOptions,
                        expiry: int, key_uri: Callable[[int], str]) -> _Document:
         assert source.segmenter is not None and source.hls is not None
         return self._document(
@@ -322,7 +366,7 @@ class FormatsService:
                 options=options, target=source.hls.segment_length.ticks / 10_000_000,
                 anchor=source.anchor, key_uri=key_uri))
 
-    def _document(self, source: _Source, what: tuple, render: Callable[[], bytes]) -> _Document:
+    def _document(self, source: AnySource, what: tuple, render: Callable[[], bytes]) -> _Document:
         """The document ``what`` of ``source``, rendered once per version. One entry per
         (presentation, document), replaced when the version moves: a long window's
         playlists are large, and old versions are never asked for again."""
@@ -337,7 +381,7 @@ class FormatsService:
             self._documents.popitem(last=False)
         return entry
 
-    async def _send_document(self, request: Request, send: Send, source: _Source,
+    async def _send_document(self, request: Request, send: Send, source: AnySource,
                              document: _Document, extension: str, head: bool) -> int:
         hls_no_cache = extension == "m3u8" and not source.hls.allow_caching
         cache = b"no-store" if hls_no_cache else SHORT_LIVE if source.live else STOPPED
@@ -351,7 +395,7 @@ class FormatsService:
         await respond(send, 200, body, CONTENT_TYPES[extension], headers, head=head)
         return 200
 
-    def _frame_rates(self, source: _Source) -> dict[tuple[str, int], float]:
+    def _frame_rates(self, source: AnySource) -> dict[tuple[str, int], float]:
         """Frames per second of each video QualityLevel, from its first stored fragment."""
         rates: dict[tuple[str, int], float] = {}
         for index in source.view.stream_indexes:
@@ -378,7 +422,7 @@ class FormatsService:
                     rates[(index.name, info.bitrate)] = round(rate, 3)
         return rates
 
-    def _first_moof(self, source: _Source, name: str) -> bytes | None:
+    def _first_moof(self, source: AnySource, name: str) -> bytes | None:
         found = source.first_moof(name) or self._facts.get((source.key, "firstmoof", name))
         return found if isinstance(found, bytes) else None
 
@@ -389,20 +433,20 @@ class FormatsService:
 
     # -- media ---------------------------------------------------------------------------------
 
-    def _track(self, source: _Source, name: str, bitrate: int) -> TrackInfo | None:
+    def _track(self, source: AnySource, name: str, bitrate: int) -> TrackInfo | None:
         index = next((si for si in source.view.stream_indexes if si.name == name), None)
         if index is None:
             return None
         return next((t for t in index.tracks if t.bitrate == bitrate), None)
 
-    async def _init(self, send: Send, source: _Source, found: OutputRoute, head: bool) -> int:
+    async def _init(self, send: Send, source: AnySource, found: OutputRoute, head: bool) -> int:
         info = self._track(source, found.name, found.bitrate)
         if info is None:
             return await self._missing(send, head)
         body = init_segment(info)
         return await self._send_media(send, [body], "mp4", source, head)
 
-    async def _segment(self, send: Send, source: _Source, found: OutputRoute, head: bool
+    async def _segment(self, send: Send, source: AnySource, found: OutputRoute, head: bool
                        ) -> int:
         info = self._track(source, found.name, found.bitrate)
         if info is None:
@@ -448,7 +492,7 @@ class FormatsService:
             pieces = [encrypted]
         return await self._send_media(send, pieces, "ts" if kind == "ts" else "m4s", source, head)
 
-    async def _converted(self, source: _Source, info: TrackInfo, name: str, at: int,
+    async def _converted(self, source: AnySource, info: TrackInfo, name: str, at: int,
                          kind: str) -> bytes | None:
         """The fragment at ``at`` as a TS piece or a CMAF fragment, converted once."""
         key = (source.key, name, info.bitrate, at, kind)
@@ -465,7 +509,7 @@ class FormatsService:
             self._media.put(key, result)
         return result
 
-    async def _convert(self, source: _Source, info: TrackInfo, name: str, at: int,
+    async def _convert(self, source: AnySource, info: TrackInfo, name: str, at: int,
                        kind: str) -> bytes | None:
         got = await source.fetch(name, info.bitrate, at)
         if got is None:
@@ -479,7 +523,7 @@ class FormatsService:
         return await asyncio.to_thread(fragment_packets, track, at, moof, mdat, pcr=True)
 
     async def _send_media(self, send: Send, pieces: list[bytes], extension: str,
-                          source: _Source, head: bool) -> int:
+                          source: AnySource, head: bool) -> int:
         hls = extension in ("ts",) or (extension == "m4s" and source.hls is not None)
         cache = IMMUTABLE
         if hls and source.hls is not None and not source.hls.allow_caching and extension == "ts":
@@ -507,7 +551,7 @@ class FormatsService:
         signature = hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
         return f"{expiry}-{signature}"
 
-    def _key_bytes(self, source: _Source, point: str, number: int) -> bytes:
+    def _key_bytes(self, source: AnySource, point: str, number: int) -> bytes:
         """Key ``number`` of the point: its configured Key, or one derived from it per
         rotation period (HMAC), so every server process agrees without storing keys."""
         configured = source.hls.key if source.hls is not None else None
@@ -519,7 +563,7 @@ class FormatsService:
             return base  # the first period's key is the Key the settings show
         return hmac.new(base, b"key %d" % number, hashlib.sha256).digest()[:16]
 
-    async def _key(self, request: Request, send: Send, source: _Source, found: OutputRoute,
+    async def _key(self, request: Request, send: Send, source: AnySource, found: OutputRoute,
                    head: bool) -> int:
         if source.hls is None or not source.hls.encryption_enabled:
             return await self._missing(send, head)

@@ -135,6 +135,7 @@ from math import gcd
 
 from smoothlive.media.codecs import codecs_string
 from smoothlive.media.model import SMOOTH_TIMESCALE, TrackInfo
+from smoothlive.outputs.xmlattr import xml_attr as _attr
 
 __all__ = [
     "MPD_NAMESPACE",
@@ -155,26 +156,8 @@ _PROFILES = {
 _MIME_TYPES = {"video": "video/mp4", "audio": "audio/mp4", "text": "application/mp4"}
 _DEFAULT_ROLES = {"video": "main", "audio": "main", "text": "subtitle"}
 
-_ESCAPES = {
-    "&": "&amp;",
-    "<": "&lt;",
-    ">": "&gt;",
-    '"': "&quot;",
-    # Attribute-value normalisation would turn these into spaces.
-    "\t": "&#9;",
-    "\n": "&#10;",
-    "\r": "&#13;",
-}
-# Markup characters, whitespace that would be normalised, and what XML 1.0
-# cannot carry at all (those become U+FFFD rather than an ill-formed document).
-_ATTR_SPECIAL = re.compile('[&<>"\t\n\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
 _XS_LANGUAGE = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*\Z")
 _ID_UNSAFE = re.compile(r"[\s%]")
-
-
-def _attr(value: str) -> str:
-    """``value`` escaped for a double-quoted XML attribute."""
-    return _ATTR_SPECIAL.sub(lambda m: _ESCAPES.get(m.group(), "\ufffd"), value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -371,6 +371,3 @@ def render_dash(view: ManifestView, fmt: str, *, live: bool, anchor: float | Non
     )
     return render_mpd(presentation)
 
-
-def chunk_list(index: StreamIndexView) -> Sequence[tuple[int, int]]:
-    return index.chunks

@@ -84,11 +84,11 @@ What dash.js (``src/mss/parser/MssParser.js``) requires beyond MS-SSTR:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smoothlive.media.model import SMOOTH_TIMESCALE, TrackInfo, TrackKind
+from smoothlive.outputs.xmlattr import xml_attr as _attr
 
 __all__ = [
     "DEFAULT_URL",
@@ -102,26 +102,6 @@ __all__ = [
 DEFAULT_URL = "QualityLevels({bitrate})/Fragments({name}={start time})"
 
 _MINOR_VERSIONS = {"2.0": "0", "2.2": "2"}
-
-_ESCAPES = {
-    "&": "&amp;",
-    "<": "&lt;",
-    ">": "&gt;",
-    '"': "&quot;",
-    # Attribute-value normalisation would turn these into spaces.
-    "\t": "&#9;",
-    "\n": "&#10;",
-    "\r": "&#13;",
-}
-# Markup characters, whitespace that would be normalised, and what XML 1.0
-# cannot carry at all (control characters, lone surrogates, U+FFFE/U+FFFF):
-# those become U+FFFD rather than an ill-formed document.
-_ATTR_SPECIAL = re.compile('[&<>"\t\n\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
-
-
-def _attr(value: str) -> str:
-    """``value`` escaped for a double-quoted XML attribute."""
-    return _ATTR_SPECIAL.sub(lambda m: _ESCAPES.get(m.group(), "\ufffd"), value)
 
 
 @dataclass(frozen=True, slots=True)
