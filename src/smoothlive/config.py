@@ -40,6 +40,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("realm", "smoothlive", "authentication realm of Basic and Digest challenges"),
     Setting("log_level", "info", "debug, info, warning or error"),
     Setting("http_server", "granian", "granian (default, faster) or uvicorn (fallback)"),
+    Setting("workers", 1,
+            "processes serving the port: the owner plus workers-1 fronts that answer "
+            "players from a cache and relay the rest (granian only)", int),
+    Setting("worker_cache_mb", 256,
+            "megabytes of answers each front process keeps (fragments, manifests)", int),
     Setting("reconnect_grace", 30.0,
             "seconds a point stays Started after its encoders' connections are lost", float),
     Setting("trusted_proxies", "",
@@ -66,6 +71,8 @@ class ServerConfig:
     realm: str = "smoothlive"
     log_level: str = "info"
     http_server: str = "granian"
+    workers: int = 1
+    worker_cache_mb: int = 256
     reconnect_grace: float = 30.0
     trusted_proxies: str = ""
     archive_allow: str = ""
@@ -113,6 +120,12 @@ def from_arguments(args: argparse.Namespace) -> ServerConfig:
     values["state_dir"] = Path(values["state_dir"])
     if values["http_server"] not in ("granian", "uvicorn"):
         raise SystemExit("smoothlive: --http-server is granian or uvicorn")
+    if not 1 <= values["workers"] <= 64:
+        raise SystemExit("smoothlive: --workers is between 1 and 64")
+    if values["workers"] > 1 and values["http_server"] != "granian":
+        raise SystemExit("smoothlive: --workers above 1 needs --http-server granian")
+    if values["worker_cache_mb"] < 0:
+        raise SystemExit("smoothlive: --worker-cache-mb cannot be negative")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise SystemExit("smoothlive: --tls-cert and --tls-key go together")
     return ServerConfig(**values)

@@ -92,43 +92,80 @@ def _install_signals(stop) -> None:
         loop.add_signal_handler(signum, handler, signum)
 
 
-async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
+def _granian(app, config: ServerConfig, port: int = 0, uds: Path | None = None):
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
-    server = Server(
+    tls = {} if uds is not None else {
+        "ssl_cert": Path(config.tls_cert) if config.tls_cert else None,
+        "ssl_key": Path(config.tls_key) if config.tls_key else None,
+    }
+    where = {"uds": uds} if uds is not None else {"address": config.host, "port": port}
+    return Server(
         app,
-        address=config.host,
-        port=port,
+        **where,
         interface=Interfaces.ASGI,
         websockets=False,
         backlog=2048,
         log_enabled=False,
         http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=1 << 20),
-        ssl_cert=Path(config.tls_cert) if config.tls_cert else None,
-        ssl_key=Path(config.tls_key) if config.tls_key else None,
+        **tls,
     )
-    def stop() -> None:
+
+
+async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
+    server = _granian(app, config, port=port)
+    servers = [server]
+    fronts = None
+    home = None
+    if config.workers > 1:
+        from smoothlive.workers.board import ChangeBoard
+        from smoothlive.workers.owner import Fronts, OwnerSide, run_dir
+
+        home, temporary = run_dir(config.state_dir)
+        board = ChangeBoard(home / "board")
+        app.registry.on_change = board.changed
+        socket_path = home / "owner.sock"
+        servers.append(_granian(OwnerSide(app, board), config, uds=socket_path))
+        fronts = Fronts(config, port, socket_path, home / "board")
+
+    stopping: list[asyncio.Task[None]] = []
+
+    async def stop_all() -> None:
         app.drain()
-        server.stop()
+        if fronts is not None:
+            await fronts.stop()
+        for each in servers:
+            each.stop()
+
+    def stop() -> None:
+        stopping.append(asyncio.get_running_loop().create_task(stop_all()))
 
     _install_signals(stop)
-    serving = asyncio.create_task(server.serve())
+    serving = [asyncio.create_task(each.serve()) for each in servers]
     ready = asyncio.create_task(_wait_accepting(config.host, port, app.started))
-    done, _ = await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({*serving, ready}, return_when=asyncio.FIRST_COMPLETED)
     demo = None
-    if ready in done:
-        ready.result()
-        print(f"smoothlive listening on {listening_url(config, port)}", flush=True)
-        if config.demo:
-            demo = Demo(app.registry, listening_url(config, port))
-            await demo.start()
     try:
-        await serving
+        if ready in done:
+            ready.result()
+            if fronts is not None:
+                await fronts.start()
+            print(f"smoothlive listening on {listening_url(config, port)}", flush=True)
+            if config.demo:
+                demo = Demo(app.registry, listening_url(config, port))
+                await demo.start()
+        await asyncio.gather(*serving)
     finally:
         if demo is not None:
             await demo.stop()
+        if fronts is not None:
+            await fronts.stop()
+        if home is not None:
+            from smoothlive.workers.owner import remove_run_dir
+
+            remove_run_dir(home, temporary)
 
 
 def _serve_uvicorn(app: App, config: ServerConfig, port: int) -> None:

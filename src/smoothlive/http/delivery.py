@@ -33,6 +33,7 @@ from smoothlive.metrics import SMOOTH_FRAGMENT, SMOOTH_MANIFEST, observe_request
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.presentation import QualityLevel, StoredFragment
 from smoothlive.pubpoint.registry import Registry
+from smoothlive.workers.board import board_header
 
 log = logging.getLogger("smoothlive.delivery")
 
@@ -180,7 +181,8 @@ class DeliveryService:
                           [*CORS, *NO_STORE], head=head)
             return 404
         headers = [*CORS, (b"cache-control", SHORT if presentation.is_live else
-                           b"public, max-age=60"), (b"vary", b"accept-encoding")]
+                           b"public, max-age=60"), (b"vary", b"accept-encoding"),
+                   *board_header(request.scope, live.path)]
         if "gzip" in (request.header("accept-encoding") or ""):
             key = id(presentation)
             cached = self._gzipped.get(key)

@@ -76,6 +76,7 @@ from smoothlive.outputs.formats import (
 from smoothlive.outputs.segments import Segmenter, segments_of
 from smoothlive.outputs.smooth import ManifestView
 from smoothlive.pubpoint.live import LivePoint
+from smoothlive.workers.board import board_header
 
 log = logging.getLogger("smoothlive.formats")
 
@@ -386,6 +387,8 @@ class FormatsService:
         hls_no_cache = extension == "m3u8" and not source.hls.allow_caching
         cache = b"no-store" if hls_no_cache else SHORT_LIVE if source.live else STOPPED
         headers = [*CORS, (b"cache-control", cache), (b"vary", b"accept-encoding")]
+        if isinstance(source, _LiveSource):
+            headers += board_header(request.scope, source.point.path)
         body = document.body
         if "gzip" in (request.header("accept-encoding") or "") and len(body) > 512:
             if document.gzipped is None:

@@ -140,8 +140,11 @@ class LivePoint:
         reconnect_grace: float = 30.0,
         archive_base: Path | None = None,
         journal: ArchiveJournal | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
+        # Told whenever what players read may have changed (see Registry.on_change).
+        self.on_change = on_change or (lambda: None)
         self.settings = settings
         self.outputs = outputs_of(settings)  # Smooth, HLS, DASH: which are on
         self.spool_dir = spool_dir
@@ -217,6 +220,7 @@ class LivePoint:
             INGEST_DUPLICATES.inc(key)
         if self.presentation.version != version:
             self._published(self.presentation.index_of(level))
+            self.on_change()  # before any await: no cache may serve the old list after this
         now = time.monotonic()
         stream.fragments += 1
         stream.last_fragment_at = now
@@ -449,6 +453,7 @@ class LivePoint:
         """An encoder came back to a Stopped point (AutoRestartOnEncoderReconnect)."""
         self.presentation.is_live = True
         self.presentation.version += 1
+        self.on_change()
         self.started_live = False
         # The next stream's tracks start a new archive presentation (the last
         # one was finished at Stop), and one that failed is tried again.
@@ -468,6 +473,7 @@ class LivePoint:
     # -- waiting for fragments ---------------------------------------------------
 
     def _wake(self) -> None:
+        self.on_change()
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)

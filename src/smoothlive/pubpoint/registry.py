@@ -85,6 +85,9 @@ class Registry:
         self._clock = wall_clock
         self._runtime: dict[str, PointRuntime] = {}
         self._creating: set[str] = set()
+        # Called with a point's path whenever what players read of it may have
+        # changed (front processes' caches follow it); nothing by default.
+        self.on_change: Callable[[str], None] = _nothing
 
     # -- runtime state -------------------------------------------------
 
@@ -147,6 +150,7 @@ class Registry:
         runtime.state = state
         runtime.last_error = last_error if state is State.ERROR else None
         runtime.changed = self._clock()
+        self.on_change(runtime.path)
         await asyncio.to_thread(self._save_state, runtime)
         log.info("%s: %s", runtime.path, state.value)
 
@@ -296,7 +300,9 @@ class Registry:
             except ManagementError as exc:  # the file was edited by hand: say so, go on
                 log.error("%s: not archiving: %s", path, exc.detail)
         runtime.live = LivePoint(path, point.settings, spool, on_event, self.reconnect_grace,
-                                 archive_base=archive_base, journal=self.journal)
+                                 archive_base=archive_base, journal=self.journal,
+                                 on_change=lambda: self.on_change(path))
+        self.on_change(path)
         return runtime.live
 
     def drain(self) -> None:
@@ -400,6 +406,10 @@ class Registry:
             self._state_file(path).unlink(missing_ok=True)
             self._runtime.pop(path, None)
         log.info("%s: deleted", path)
+
+
+def _nothing(path: str) -> None:
+    pass
 
 
 def _new_key() -> str:

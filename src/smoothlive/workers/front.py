@@ -1,0 +1,263 @@
+"""A front process: answers players from its cache, relays the rest to the owner.
+
+What a front may keep is what the owner's answers say:
+
+* a 200 whose Cache-Control says ``immutable`` (a fragment that names its
+  successors, an HLS or DASH segment, an archived fragment) until the cache
+  is full (least recently used goes first);
+* a 200 that carries the owner's ``x-smoothlive-board`` token (a live
+  manifest, playlist or MPD) while the point's slot on the change board
+  still holds that token and its max-age has not passed.
+
+Everything else (ingest, management, a fragment not complete yet, a 412,
+Range requests) goes to the owner. Answers vary only by Accept-Encoding,
+which is part of the key; If-None-Match is answered from the kept ETag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from smoothlive.http.messages import Receive, Scope, Send, respond
+from smoothlive.workers.board import BoardReader
+from smoothlive.workers.relay import BOARD, HOP_BY_HOP, OwnerUnavailable, Upstream, relay
+
+log = logging.getLogger("smoothlive.front")
+
+MAX_ENTRY = 16 << 20  # bytes: larger answers are relayed, not kept
+_MAX_AGE = re.compile(rb"max-age=(\d+)")
+FOREVER = float("inf")
+
+
+@dataclass(slots=True)
+class Entry:
+    headers: list[tuple[bytes, bytes]]  # as sent, with content-length
+    body: bytes
+    etag: bytes | None
+    slot: int  # -1: immutable
+    value: int
+    expires: float  # monotonic
+
+
+class FrontCache:
+    """Answers by (path, query, gzip accepted), bounded in bytes."""
+
+    def __init__(self, limit: int, board: BoardReader) -> None:
+        self.limit = limit
+        self.board = board
+        self.size = 0
+        self._entries: OrderedDict[tuple[bytes, bytes, bool], Entry] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[bytes, bytes, bool], now: float) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.slot >= 0 and (entry.expires < now or
+                                self.board.value(entry.slot) != entry.value):
+            self._drop(key)
+            return None
+        if entry.slot < 0:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[bytes, bytes, bool], entry: Entry) -> None:
+        size = len(entry.body)
+        if size > MAX_ENTRY or size > self.limit:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = entry
+        self.size += size
+        while self.size > self.limit:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple[bytes, bytes, bool]) -> None:
+        entry = self._entries.pop(key)
+        self.size -= len(entry.body)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def keepable(headers: list[tuple[bytes, bytes]], now: float) -> tuple[int, int, float] | None:
+    """(slot, value, expires) if the owner's answer may be kept; slot -1 is immutable."""
+    control = b""
+    token = None
+    for name, value in headers:
+        if name == b"cache-control":
+            control = value
+        elif name == b"x-smoothlive-board":
+            token = value
+        elif name == b"vary" and value.lower() not in (b"accept-encoding", b"origin"):
+            return None
+    if b"no-store" in control or b"private" in control or b"no-cache" in control:
+        return None
+    if token is None:
+        return (-1, 0, FOREVER) if b"immutable" in control else None
+    parsed = BoardReader.parse(token)
+    age = _MAX_AGE.search(control)
+    if parsed is None or age is None:
+        return None
+    return parsed[0], parsed[1], now + int(age.group(1))
+
+
+class FrontApp:
+    """The ASGI application of a front process."""
+
+    def __init__(self, upstream: Upstream, cache: FrontCache) -> None:
+        self.upstream = upstream
+        self.cache = cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        method = scope["method"]
+        key = None
+        etag_asked = None
+        if method in ("GET", "HEAD"):
+            gzip = False
+            ranged = False
+            for name, value in scope["headers"]:
+                name = name.lower()
+                if name == b"accept-encoding":
+                    gzip = b"gzip" in value
+                elif name == b"range":
+                    ranged = True
+                elif name == b"if-none-match":
+                    etag_asked = value
+            if not ranged:
+                key = (scope.get("raw_path") or scope["path"].encode(),
+                       scope.get("query_string") or b"", gzip)
+                entry = self.cache.get(key, time.monotonic())
+                if entry is not None:
+                    self.cache.hits += 1
+                    await self._send_kept(entry, send, method == "HEAD", etag_asked)
+                    return
+                self.cache.misses += 1
+        keep = None
+        if key is not None and method == "GET":
+            def keep(headers: list[tuple[bytes, bytes]]):
+                rule = keepable(headers, time.monotonic())
+                if rule is None:
+                    return None
+                sent = [(n, v) for n, v in headers if n not in HOP_BY_HOP and n != BOARD]
+                sent.append((b"x-cache", b"hit"))  # as CDNs say it: answered by a front
+                etag = next((v for n, v in headers if n == b"etag"), None)
+
+                def store(body: bytes) -> None:
+                    self.cache.put(key, Entry(sent, body, etag, *rule))
+                return store
+        try:
+            await relay(self.upstream, scope, receive, send, keep)
+        except OwnerUnavailable as exc:
+            log.warning("owner unavailable for %s %s: %s", method, scope["path"], exc)
+            await respond(send, 502, b"origin owner unavailable\n", b"text/plain",
+                          [(b"cache-control", b"no-store"), (b"retry-after", b"1")])
+
+    async def _send_kept(self, entry: Entry, send: Send, head: bool,
+                         etag_asked: bytes | None) -> None:
+        if etag_asked is not None and entry.etag is not None and etag_asked == entry.etag:
+            await send({"type": "http.response.start", "status": 304,
+                        "headers": [(n, v) for n, v in entry.headers if n != b"content-length"]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": entry.headers})
+        await send({"type": "http.response.body", "body": b"" if head else entry.body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.upstream.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the owner dies, however it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server.embed import Server
+
+    app = FrontApp(Upstream(Path(args.owner_socket)),
+                   FrontCache(args.cache_mb << 20, BoardReader(Path(args.board))))
+    server = Server(
+        app, address=args.host, port=args.port, interface=Interfaces.ASGI, websockets=False,
+        backlog=2048, log_enabled=False,
+        http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=1 << 20),
+        ssl_cert=Path(args.tls_cert) if args.tls_cert else None,
+        ssl_key=Path(args.tls_key) if args.tls_key else None,
+    )
+    loop = asyncio.get_running_loop()
+    owner = os.getppid()
+
+    def stop() -> None:
+        server.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+
+    async def watch_owner() -> None:
+        # Where PR_SET_PDEATHSIG is not available: the owner gone, stop.
+        while os.getppid() == owner:
+            await asyncio.sleep(1.0)
+        stop()
+
+    watcher = asyncio.create_task(watch_owner())
+    print("front ready", flush=True)
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m smoothlive.workers.front``: started by the owner, not by hand."""
+    _die_with_parent()
+    parser = argparse.ArgumentParser(prog="smoothlive-front")
+    parser.add_argument("--owner-socket", required=True)
+    parser.add_argument("--board", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-cert", default="")
+    parser.add_argument("--tls-key", default="")
+    parser.add_argument("--cache-mb", type=int, default=256)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[front]: %(message)s")
+    import uvloop
+
+    uvloop.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""``--workers``: the owner and its front processes behind one port.
+
+A real server with two fronts (three processes on the port; the kernel
+spreads new connections), fed by ``smoothlive replay``; clients open a new
+connection per request so that every process answers some of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+
+from tests.e2e.conftest import PASSWORDS
+from tests.e2e.harness import SMOOTHLIVE, Server, add_user
+from tests.e2e.test_live_smooth import chunk_times, wait_for
+from tests.e2e.test_management_api import create, set_state, state_of
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
+
+
+def children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def fresh() -> httpx.Client:
+    """A client that opens a new connection per request (the kernel picks the process)."""
+    return httpx.Client(timeout=20, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory) -> Server:
+    base = tmp_path_factory.mktemp("workers")
+    srv = Server(base / "content", base / "state", extra_args=("--workers", "3")).start()
+    add_user(srv.state_dir, "operator", PASSWORDS["operator"], "write:/")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("capture")
+    for name in ("ch1-300k", "ch1-150k"):
+        shutil.copy(FIXTURES / f"{name}.ismv", directory)
+    return directory
+
+
+def operator(srv: Server) -> httpx.Client:
+    return httpx.Client(base_url=srv.url, auth=("operator", PASSWORDS["operator"]),
+                        timeout=20, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def _replay(srv: Server, capture: Path, point: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [SMOOTHLIVE, "replay", str(capture), srv.url + point, "--json", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_owner_starts_its_fronts(workers):
+    fronts = children(workers.process.pid)
+    assert len(fronts) == 2
+    assert all("smoothlive.workers.front" in Path(f"/proc/{pid}/cmdline").read_text()
+               for pid in fronts)
+    assert "2 front process(es) started" in workers.log()
+
+
+def test_live_manifests_never_go_back_in_time_across_processes(workers, capture):
+    """A front keeps a live manifest only while the owner's change board says it is
+    current: whichever process answers, a player never sees fewer chunks than a
+    previous answer showed, and the fronts answer some requests themselves."""
+    point = "/w/fresh.isml"
+    with operator(workers) as op:
+        assert create(op, point, "<Title>fresh</Title>").status_code == 201
+        assert set_state(op, point, "Started").status_code == 200
+    encoder = _replay(workers, capture, point, "--rate", "2x", "--loops", "3",
+                      "--ts-offset", "now")
+    seen: list[tuple[int, bool]] = []
+    try:
+        with fresh() as http:
+            def listed() -> int:
+                response = http.get(workers.url + point + "/Manifest")
+                if response.status_code != 200:
+                    return 0
+                root = etree.fromstring(response.content)
+                count = len(chunk_times(root.find("StreamIndex[@Type='video']")))
+                seen.append((count, response.headers.get("x-cache") == "hit"))
+                return count
+            wait_for(lambda: listed() >= 12 or encoder.poll() is not None, 30,
+                     "the replay to be listed", interval=0.005)
+            listed()
+    finally:
+        out, err = encoder.communicate(timeout=30)
+    report = json.loads(out)
+    assert [s["status"] for s in report["streams"]] == [200, 200], err
+    counts = [count for count, _ in seen]
+    assert counts == sorted(counts), counts  # never fewer than an earlier answer
+    assert counts[-1] == 12
+    assert any(hit for _, hit in seen), "no manifest was answered by a front"
+    assert any(not hit for _, hit in seen)
+
+
+def test_fragments_are_kept_by_fronts_byte_for_byte(workers, capture):
+    point = "/w/frag.isml"
+    with operator(workers) as op:
+        assert create(op, point, "<Title>frag</Title>").status_code == 201
+        assert set_state(op, point, "Started").status_code == 200
+    encoder = _replay(workers, capture, point, "--rate", "max")
+    _, err = encoder.communicate(timeout=60)
+    assert encoder.returncode == 0, err
+    with fresh() as http:
+        manifest = http.get(workers.url + point + "/Manifest")
+        video = etree.fromstring(manifest.content).find("StreamIndex[@Type='video']")
+        first = chunk_times(video)[0][0]
+        url = f"{workers.url}{point}/QualityLevels(300000)/Fragments(video={first})"
+        answers = [http.get(url) for _ in range(30)]
+        assert {a.status_code for a in answers} == {200}
+        assert len({a.content for a in answers}) == 1
+        assert any(a.headers.get("x-cache") == "hit" for a in answers)
+        etag = answers[0].headers["etag"]
+        revalidated = [http.get(url, headers={"If-None-Match": etag}) for _ in range(20)]
+        assert {a.status_code for a in revalidated} == {304}
+        # Ranges are not kept: they go to the owner, which answers them in full.
+        ranged = http.get(url, headers={"Range": "bytes=0-99"})
+        assert ranged.status_code in (200, 206) and "x-cache" not in ranged.headers
+        # A miss is never kept: asked many times, still a 404 from the owner.
+        missing = f"{workers.url}{point}/QualityLevels(300000)/Fragments(video=1)"
+        assert {http.get(missing).status_code for _ in range(10)} == {404}
+
+
+def test_management_and_auth_go_through_any_process(workers):
+    point = "/w/admin.isml"
+    with operator(workers) as op:  # a new connection per request: some land on fronts
+        assert create(op, point, "<Title>admin</Title>").status_code == 201
+        assert [state_of(op, point) for _ in range(10)] == ["Idle"] * 10
+    with fresh() as anonymous:
+        refused = [anonymous.get(workers.url + "/services/smoothstreaming/publishingpoints.isml")
+                   for _ in range(10)]
+        assert {r.status_code for r in refused} == {401}
+        assert all("www-authenticate" in r.headers and "x-cache" not in r.headers
+                   for r in refused)
+
+
+def test_fronts_follow_the_owner_in_life_and_death(tmp_path):
+    srv = Server(tmp_path / "content", tmp_path / "state",
+                 extra_args=("--workers", "2")).start()
+    try:
+        (front,) = children(srv.process.pid)
+        # A front that dies is replaced.
+        os.kill(front, signal.SIGKILL)
+        replaced = wait_for(lambda: children(srv.process.pid) - {front}, 30, "a new front")
+        assert "starting another" in srv.log()
+        with fresh() as http:
+            assert {http.get(srv.url + "/healthz").status_code for _ in range(10)} == {200}
+        # SIGTERM stops the fronts first, then the owner, cleanly.
+        code = srv.stop(signal.SIGTERM)
+        assert code == 0
+        assert not any(alive(pid) for pid in replaced)
+        # kill -9 of the owner takes its fronts with it.
+        srv.start()
+        fronts = children(srv.process.pid)
+        assert len(fronts) == 1
+        srv.process.kill()
+        srv.process.wait(timeout=10)
+        wait_for(lambda: not any(alive(pid) for pid in fronts), 10, "fronts to exit")
+        # A restart over the same state dir binds again (the old socket file is replaced).
+        srv.process = None
+        srv.start()
+        with fresh() as http:
+            assert {http.get(srv.url + "/healthz").status_code for _ in range(10)} == {200}
+    finally:
+        srv.stop()
+
+
+def test_workers_above_one_need_granian(tmp_path):
+    result = subprocess.run(
+        [SMOOTHLIVE, "serve", "--workers", "2", "--http-server", "uvicorn",
+         "--root", str(tmp_path / "c"), "--state-dir", str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "--workers above 1 needs --http-server granian" in result.stderr
+
+
+def test_statistics_see_the_encoder_address_through_a_front(workers, capture):
+    """The owner believes the client address a front passes on its own socket only."""
+    point = "/w/peer.isml"
+    with operator(workers) as op:
+        assert create(op, point, "<Title>peer</Title>").status_code == 201
+        assert set_state(op, point, "Started").status_code == 200
+    encoder = _replay(workers, capture, point, "--rate", "max")
+    _, err = encoder.communicate(timeout=60)
+    assert encoder.returncode == 0, err
+    with operator(workers) as op:
+        answer = op.get(f"{point}/statistics")
+        assert answer.status_code == 200, answer.text
+        assert b"<Property name=\"Source IP\">127.0.0.1</Property>" in answer.content

@@ -1,0 +1,120 @@
+"""The pieces of several processes: the change board, what a front keeps, the
+owner's socket believing the front's client address."""
+
+from __future__ import annotations
+
+import asyncio
+
+from smoothlive.workers.board import (
+    HEADER,
+    SCOPE_KEY,
+    SLOTS,
+    BoardReader,
+    ChangeBoard,
+    board_header,
+    slot_of,
+)
+from smoothlive.workers.front import FOREVER, Entry, FrontCache, keepable
+from smoothlive.workers.owner import OwnerSide, run_dir
+
+
+def test_a_change_moves_the_token_and_the_reader_sees_it(tmp_path):
+    board = ChangeBoard(tmp_path / "board")
+    reader = BoardReader(tmp_path / "board")
+    board.changed("/a.isml")
+    slot, value = BoardReader.parse(board.token("/a.isml"))
+    assert slot == slot_of("/a.isml") and reader.value(slot) == value
+    board.changed("/a.isml")
+    assert reader.value(slot) == value + 1
+    assert board_header({}, "/a.isml") == []
+    assert board_header({SCOPE_KEY: board}, "/a.isml") == [(HEADER, board.token("/a.isml"))]
+
+
+def test_a_new_board_does_not_repeat_the_values_of_the_last(tmp_path):
+    first = ChangeBoard(tmp_path / "board")
+    first.changed("/a.isml")
+    token = first.token("/a.isml")
+    second = ChangeBoard(tmp_path / "board")
+    second.changed("/a.isml")
+    assert second.token("/a.isml") != token
+
+
+def test_tokens_that_do_not_parse_are_not_kept():
+    assert BoardReader.parse(b"12.34") == (12, 34)
+    for bad in (b"", b"x.1", b"1.", b"-1.2", b"%d.1" % SLOTS):
+        assert BoardReader.parse(bad) is None
+
+
+def test_what_a_front_may_keep():
+    now = 100.0
+    assert keepable([(b"cache-control", b"public, max-age=31536000, immutable")], now) == (
+        -1, 0, FOREVER)
+    assert keepable([(b"cache-control", b"public, max-age=1"),
+                     (b"x-smoothlive-board", b"7.9")], now) == (7, 9, 101.0)
+    # Short-lived without a token (an incomplete fragment), misses, private answers: never.
+    assert keepable([(b"cache-control", b"public, max-age=1")], now) is None
+    assert keepable([(b"cache-control", b"no-store")], now) is None
+    assert keepable([(b"cache-control", b"private, no-store"),
+                     (b"x-smoothlive-board", b"7.9")], now) is None
+    assert keepable([], now) is None
+    # An answer that varies on something the key does not hold.
+    assert keepable([(b"cache-control", b"immutable"), (b"vary", b"authorization")],
+                    now) is None
+
+
+def _entry(body: bytes, slot: int = -1, value: int = 0, expires: float = FOREVER) -> Entry:
+    return Entry([(b"content-length", b"%d" % len(body))], body, None, slot, value, expires)
+
+
+def test_the_cache_holds_its_bytes_and_drops_the_least_recently_used(tmp_path):
+    cache = FrontCache(250, BoardReader(ChangeBoard(tmp_path / "board").path))
+    a, b, c = ((b"/%s" % n, b"", False) for n in (b"a", b"b", b"c"))
+    cache.put(a, _entry(b"x" * 100))
+    cache.put(b, _entry(b"y" * 100))
+    assert cache.get(a, 0) is not None  # a is now the most recent
+    cache.put(c, _entry(b"z" * 100))
+    assert cache.get(b, 0) is None and cache.get(a, 0) is not None
+    assert cache.size == 200 and len(cache) == 2
+    cache.put((b"/big", b"", False), _entry(b"w" * 251))  # larger than the whole cache
+    assert cache.size == 200
+
+
+def test_a_live_document_is_kept_while_the_board_and_its_max_age_agree(tmp_path):
+    board = ChangeBoard(tmp_path / "board")
+    cache = FrontCache(1 << 20, BoardReader(board.path))
+    board.changed("/p.isml")
+    slot, value = BoardReader.parse(board.token("/p.isml"))
+    key = (b"/p.isml/Manifest", b"", True)
+    cache.put(key, _entry(b"<m/>", slot, value, expires=10.0))
+    assert cache.get(key, 5.0) is not None
+    assert cache.get(key, 10.5) is None  # older than its max-age
+    cache.put(key, _entry(b"<m/>", slot, value, expires=10.0))
+    board.changed("/p.isml")
+    assert cache.get(key, 5.0) is None  # the point changed
+    assert cache.size == 0
+
+
+def test_the_owner_believes_the_peer_header_only_on_its_socket(tmp_path):
+    board = ChangeBoard(tmp_path / "board")
+    seen = {}
+
+    class App:
+        async def http(self, scope, receive, send):
+            seen.update(scope)
+
+    side = OwnerSide(App(), board)
+    scope = {"type": "http", "method": "GET", "path": "/x", "client": ("", 0),
+             "headers": [(b"host", b"h"), (b"x-smoothlive-peer", b"192.0.2.7")]}
+    asyncio.run(side(scope, None, None))
+    assert seen["client"] == ("192.0.2.7", 0)
+    assert seen["headers"] == [(b"host", b"h")]
+    assert seen[SCOPE_KEY] is board
+
+
+def test_the_socket_goes_to_a_short_private_folder_when_the_state_path_is_long(tmp_path):
+    home, temporary = run_dir(tmp_path / "s")
+    assert home == (tmp_path / "s").resolve() / "run" and not temporary
+    deep = tmp_path / ("d" * 120)
+    home, temporary = run_dir(deep)
+    assert temporary and len(str(home / "owner.sock")) < 100
+    assert oct(home.stat().st_mode & 0o777) == "0o700"
