@@ -10,7 +10,12 @@ the 3000 kb/s video fragments (about 100 KB and 750 KB). Manifests: the
 Smooth client manifest, an HLS media playlist and the DASH MPD of a point
 with a long DVR window (2 hours; 10 minutes with --quick).
 
+smoothlive runs with ``--workers 2`` (the owner and one front: a process
+per core, as nginx's ``worker_processes auto`` here); ``--workers 1``
+measures the single process.
+
     .venv/bin/python bench/fragments.py [--quick] [--seconds S] [--connections C]
+                                        [--workers N]
 """
 
 from __future__ import annotations
@@ -86,13 +91,14 @@ def compare(pairs: dict[str, tuple[str, str]], seconds: float, connections: int,
     return results
 
 
-def run(quick: bool = False, seconds: float | None = None, connections: int = 64) -> dict:
+def run(quick: bool = False, seconds: float | None = None, connections: int = 64,
+        workers: int = 2) -> dict:
     require_tools()
     seconds = seconds or (3 if quick else 8)
     capture, small = capture_dir(), capture_dir(small=True)
     work = workdir("fragments")
     files = work / "nginx-root"
-    with Smoothlive(work, ("--reconnect-grace", "3600")) as server:
+    with Smoothlive(work, ("--reconnect-grace", "3600", "--workers", str(workers))) as server:
         create_point(server, FRAG_POINT, '<Archive enabled="false" />')
         replay(capture, server.url + FRAG_POINT, "--rate", "max")
         window_minutes = 10 if quick else 120
@@ -136,11 +142,13 @@ def run(quick: bool = False, seconds: float | None = None, connections: int = 64
     return {"fragments": {k: results[k] for k in objects},
             "manifests": {k: results[k] for k in documents},
             "dvr": {"window_minutes": window_minutes, "fragments_per_level": len(dvr_times)},
-            "seconds": seconds, "connections": connections}
+            "seconds": seconds, "connections": connections, "workers": workers}
 
 
 def table(result: dict) -> str:
-    lines = ["| object | bytes | smoothlive req/s | nginx req/s | ratio | smoothlive MB/s | "
+    lines = [f"smoothlive with `--workers {result.get('workers', 1)}`; wrk with "
+             f"{result['connections']} connections, {result['seconds']:g} s per run.", "",
+             "| object | bytes | smoothlive req/s | nginx req/s | ratio | smoothlive MB/s | "
              "p50 / p99 ms (smoothlive) | p50 / p99 ms (nginx) |",
              "|---|---:|---:|---:|---:|---:|---|---|"]
     for group in ("fragments", "manifests"):
@@ -158,8 +166,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    result = run(args.quick, args.seconds, args.connections)
+    result = run(args.quick, args.seconds, args.connections, args.workers)
     return report("fragments", result, table(result))
 
 

@@ -790,6 +790,13 @@ def point_urls(url: str, count: int, first: int = 1) -> list[str]:
     return [url.replace("{n}", str(n)) for n in range(first, first + count)]
 
 
+def copy_delays(count: int, fragment: float, stagger: bool) -> list[float]:
+    """Seconds each of ``count`` copies starts after the first: spread evenly over
+    one ``fragment`` length with ``stagger``, else all at once."""
+    step = fragment / count if stagger else 0.0
+    return [copy * step for copy in range(count)]
+
+
 async def replay(
     capture: Capture,
     urls: Sequence[str],
@@ -799,8 +806,13 @@ async def replay(
     duration: float | None = None,
     sent_log: SentLog | None = None,
     install_signals: bool = True,
+    stagger: bool = False,
 ) -> list[StreamReport]:
-    """Every file of ``capture`` to every URL at once; stops gracefully on a signal."""
+    """Every file of ``capture`` to every URL at once; stops gracefully on a signal.
+
+    With ``stagger``, copy k of N starts k/N of the longest fragment later,
+    as independent encoders do (each a fragment's length apart at most);
+    without it every copy sends its fragments at the same instants."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
     main = asyncio.current_task()
@@ -825,11 +837,12 @@ async def replay(
     slack = float(capture.longest_fragment)
     started = time.monotonic()
     pushes = []
-    for target in targets:
+    delays = copy_delays(len(targets), slack, stagger)
+    for target, delay in zip(targets, delays, strict=True):
         lockstep = Lockstep(len(capture.files), slack)
         for member, (capture_file, plan) in enumerate(zip(capture.files, timelines, strict=True)):
-            pushes.append(push_stream(target, capture_file, plan, options, started, stop,
-                                      sent_log, (lockstep, member)))
+            pushes.append(push_stream(target, capture_file, plan, options,
+                                      started + delay, stop, sent_log, (lockstep, member)))
     try:
         return list(await asyncio.gather(*pushes))
     finally:
@@ -944,7 +957,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         reports = _run_loop(replay(
             capture, urls, options, timelines, duration=args.duration,
-            sent_log=SentLog(log_handle) if log_handle else None))
+            sent_log=SentLog(log_handle) if log_handle else None, stagger=args.stagger))
     except (asyncio.CancelledError, KeyboardInterrupt):
         print("smoothlive replay: aborted", file=sys.stderr)
         return 130
@@ -980,6 +993,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "stamping UTC")
     parser.add_argument("--count", type=int, default=1, metavar="N",
                         help="push N copies at once, to the URL with {n} = 1..N")
+    parser.add_argument("--stagger", action="store_true",
+                        help="with --count: start copy k of N k/N of a fragment later, as "
+                        "independent encoders would be, instead of all at the same instant")
     parser.add_argument("--first", type=int, default=1, metavar="N",
                         help="the first {n} (default 1), to split points between processes")
     parser.add_argument("--stream-prefix", default="", help="prepended to every stream id")

@@ -144,6 +144,23 @@ def test_count_pushes_copies_to_as_many_points(server, operator, point_name, cap
     assert abs(start / SECOND - time.time()) < 60
 
 
+def test_stagger_starts_each_copy_later(server, operator, point_name, capture, tmp_path):
+    pattern = point_name.replace(".isml", "-{n}.isml")
+    points = [started_point(operator, pattern.replace("{n}", str(n))) for n in (1, 2)]
+    log = tmp_path / "sent.jsonl"
+    report = replay(str(capture), server.url + pattern, "--count", "2", "--rate", FAST,
+                    "--stagger", "--sent-log", str(log))
+    assert report["returncode"] == 0, report
+    first = {}
+    for line in map(json.loads, log.read_text().splitlines()):
+        first[line["point"]] = min(first.get(line["point"], line["monotonic"]),
+                                   line["monotonic"])
+    # Half of the capture's 1-second fragment apart (FAST paces the media, not the stagger).
+    assert first[points[1]] - first[points[0]] > 0.3
+    for point in points:
+        assert len(chunk_times(timeline(operator, point)["video"])) == 4
+
+
 def test_one_loop_at_1x_takes_the_capture_duration(server, operator, point_name, capture):
     point = started_point(operator, point_name)
     began = time.monotonic()

@@ -28,6 +28,7 @@ from smoothlive.replay import (
     Target,
     TrackTimeline,
     chunk,
+    copy_delays,
     digest_authorization,
     fragment_template,
     load_capture,
@@ -356,3 +357,9 @@ async def test_a_refused_push_sends_no_body_and_reports_why(capture: Capture) ->
             plan_timelines(capture)[0], Options(rate=None), 0.0, loop.create_future())
     assert (report.status, report.fragments, report.bytes, report.error) == (404, 0, 0, "0x1 no")
     assert bodies == [[]]
+
+
+def test_staggered_copies_start_spread_over_one_fragment():
+    assert copy_delays(4, 2.0, stagger=True) == [0.0, 0.5, 1.0, 1.5]
+    assert copy_delays(4, 2.0, stagger=False) == [0.0] * 4
+    assert copy_delays(1, 2.0, stagger=True) == [0.0]

@@ -54,8 +54,11 @@ def test_what_a_front_may_keep():
     # Short-lived without a token (an incomplete fragment), misses, private answers: never.
     assert keepable([(b"cache-control", b"public, max-age=1")], now) is None
     assert keepable([(b"cache-control", b"no-store")], now) is None
-    assert keepable([(b"cache-control", b"private, no-store"),
-                     (b"x-smoothlive-board", b"7.9")], now) is None
+    assert keepable([(b"cache-control", b"private, no-store")], now) is None
+    # The owner's token wins over what players are told (HLS without client caching),
+    # for a second at most.
+    assert keepable([(b"cache-control", b"no-store"),
+                     (b"x-smoothlive-board", b"7.9")], now) == (7, 9, 101.0)
     assert keepable([], now) is None
     # An answer that varies on something the key does not hold.
     assert keepable([(b"cache-control", b"immutable"), (b"vary", b"authorization")],

@@ -93,7 +93,12 @@ class FrontCache:
 
 
 def keepable(headers: list[tuple[bytes, bytes]], now: float) -> tuple[int, int, float] | None:
-    """(slot, value, expires) if the owner's answer may be kept; slot -1 is immutable."""
+    """(slot, value, expires) if the owner's answer may be kept; slot -1 is immutable.
+
+    A board token is the owner's word to its fronts and wins over what
+    Cache-Control tells players (an HLS playlist may say ``no-store`` to
+    players; a front is part of the origin): it is kept while the board holds
+    the token, and never longer than its max-age, or a second without one."""
     control = b""
     token = None
     for name, value in headers:
@@ -103,15 +108,15 @@ def keepable(headers: list[tuple[bytes, bytes]], now: float) -> tuple[int, int, 
             token = value
         elif name == b"vary" and value.lower() not in (b"accept-encoding", b"origin"):
             return None
-    if b"no-store" in control or b"private" in control or b"no-cache" in control:
-        return None
     if token is None:
+        if b"no-store" in control or b"private" in control or b"no-cache" in control:
+            return None
         return (-1, 0, FOREVER) if b"immutable" in control else None
     parsed = BoardReader.parse(token)
-    age = _MAX_AGE.search(control)
-    if parsed is None or age is None:
+    if parsed is None:
         return None
-    return parsed[0], parsed[1], now + int(age.group(1))
+    age = _MAX_AGE.search(control)
+    return parsed[0], parsed[1], now + (int(age.group(1)) if age else 1)
 
 
 class FrontApp:
