@@ -44,6 +44,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+def with_operator(srv: Server) -> Server:
+    """Add the operator user and wait (bounded) until the server takes it."""
+    add_user(srv.state_dir, "operator", PASSWORDS["operator"], "write:/")
+    with operator(srv) as op:
+        wait_for(lambda: op.get("/services/smoothstreaming/publishingpoints.isml").status_code
+                 == 200, 10, "the operator user")
+    return srv
+
+
 def fresh() -> httpx.Client:
     """A client that opens a new connection per request (the kernel picks the process)."""
     return httpx.Client(timeout=20, limits=httpx.Limits(max_keepalive_connections=0))
@@ -52,10 +61,10 @@ def fresh() -> httpx.Client:
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory) -> Server:
     base = tmp_path_factory.mktemp("workers")
-    srv = Server(base / "content", base / "state", extra_args=("--workers", "3")).start()
-    add_user(srv.state_dir, "operator", PASSWORDS["operator"], "write:/")
+    srv = with_operator(Server(base / "content", base / "state",
+                               extra_args=("--workers", "3")).start())
     yield srv
-    srv.stop()
+    assert srv.stop() == 0  # fronts stopped, then the owner, within the graceful time
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +155,45 @@ def test_fragments_are_kept_by_fronts_byte_for_byte(workers, capture):
         # A miss is never kept: asked many times, still a 404 from the owner.
         missing = f"{workers.url}{point}/QualityLevels(300000)/Fragments(video=1)"
         assert {http.get(missing).status_code for _ in range(10)} == {404}
+
+
+def _fragment_requests(http: httpx.Client, url: str) -> int:
+    text = http.get(url + "/metrics").text
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith('smoothlive_requests_total{output="smooth_fragment",'
+                                  'status="200"}'))
+
+
+def test_requests_answered_by_fronts_are_counted_by_the_owner(tmp_path, capture):
+    # A server of its own: other tests' hits reach the owner up to a second late.
+    workers = with_operator(Server(tmp_path / "content", tmp_path / "state",
+                                   extra_args=("--workers", "3")).start())
+    try:
+        _count_hits(workers, capture)
+    finally:
+        workers.stop()
+
+
+def _count_hits(workers: Server, capture: Path) -> None:
+    point = "/w/count.isml"
+    with operator(workers) as op:
+        assert create(op, point, "<Title>count</Title>").status_code == 201
+        assert set_state(op, point, "Started").status_code == 200
+    encoder = _replay(workers, capture, point, "--rate", "max")
+    _, err = encoder.communicate(timeout=60)
+    assert encoder.returncode == 0, err
+    with fresh() as http:
+        video = etree.fromstring(http.get(workers.url + point + "/Manifest").content).find(
+            "StreamIndex[@Type='video']")
+        url = f"{workers.url}{point}/QualityLevels(150000)/Fragments(video=" \
+              f"{chunk_times(video)[1][0]})"
+        before = _fragment_requests(http, workers.url)
+        answers = [http.get(url) for _ in range(40)]
+        assert any(a.headers.get("x-cache") == "hit" for a in answers)
+        # Each front reports its hits once a second: all 40 are counted, none twice.
+        wait_for(lambda: _fragment_requests(http, workers.url) - before >= 40, 10,
+                 "the fronts' hits in /metrics")
+        assert _fragment_requests(http, workers.url) - before == 40
 
 
 def test_management_and_auth_go_through_any_process(workers):

@@ -26,6 +26,7 @@ from smoothlive.http.messages import Receive, Request, Scope, Send, respond
 from smoothlive.http.metrics import MetricsService
 from smoothlive.http.ondemand import OnDemandService, ondemand_route
 from smoothlive.http.static import serve_time, serve_web
+from smoothlive.metrics import ONDEMAND_FRAGMENT, ONDEMAND_MANIFEST, observe_requests
 from smoothlive.outputs.formats import output_route
 from smoothlive.pubpoint.registry import Registry
 from smoothlive.pubpoint.store import IsmlStore, atomic_write
@@ -106,6 +107,25 @@ class App:
                     log.exception("archives not finished at shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def account_front_hits(self, hits: dict[str, tuple[int, float]]) -> None:
+        """What a front answered from its cache in the last second, by path
+        (count, seconds in all): in the metrics and statistics, as if answered here."""
+        for path, (count, seconds) in hits.items():
+            if count <= 0:
+                continue
+            played = delivery_route(path)
+            if played is not None:
+                self.delivery.account(played, count, seconds)
+                continue
+            output = output_route(path)
+            if output is not None:
+                self.formats.account(output, count, seconds)
+                continue
+            archived = ondemand_route(path)
+            if archived is not None:
+                observe_requests(ONDEMAND_MANIFEST if archived.kind == "manifest"
+                                 else ONDEMAND_FRAGMENT, 200, count, seconds)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

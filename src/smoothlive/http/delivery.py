@@ -29,7 +29,12 @@ import time
 from dataclasses import dataclass
 
 from smoothlive.http.messages import Request, Send, respond
-from smoothlive.metrics import SMOOTH_FRAGMENT, SMOOTH_MANIFEST, observe_request
+from smoothlive.metrics import (
+    SMOOTH_FRAGMENT,
+    SMOOTH_MANIFEST,
+    observe_request,
+    observe_requests,
+)
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.presentation import QualityLevel, StoredFragment
 from smoothlive.pubpoint.registry import Registry
@@ -137,6 +142,21 @@ class DeliveryService:
         finally:
             observe_request(SMOOTH_MANIFEST if found.kind == "manifest" else SMOOTH_FRAGMENT,
                             status, time.monotonic() - started)
+
+    def account(self, found: DeliveryRoute, count: int, seconds: float) -> None:
+        """Requests a front answered from its cache: counted as if answered here."""
+        output = SMOOTH_MANIFEST if found.kind == "manifest" else SMOOTH_FRAGMENT
+        observe_requests(output, 200, count, seconds)
+        if found.kind == "manifest":
+            return
+        try:
+            live = self.registry.live(point_path(found.point, decode=False))
+            level = live.presentation.find(found.name, found.bitrate, found.time)[0] \
+                if live is not None else None
+        except (InvalidPointPath, KeyError):
+            return
+        if level is not None:
+            level.requests.hit(time.monotonic(), count)
 
     async def _serve(self, request: Request, send: Send, found: DeliveryRoute) -> int:
         """The answer; returns its status (for the metrics)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import re
@@ -31,10 +32,19 @@ from pathlib import Path
 
 from smoothlive.http.messages import Receive, Scope, Send, respond
 from smoothlive.workers.board import BoardReader
-from smoothlive.workers.relay import BOARD, HOP_BY_HOP, OwnerUnavailable, Upstream, relay
+from smoothlive.workers.owner import HITS_PATH
+from smoothlive.workers.relay import (
+    BOARD,
+    HOP_BY_HOP,
+    OwnerUnavailable,
+    Upstream,
+    post,
+    relay,
+)
 
 log = logging.getLogger("smoothlive.front")
 
+HITS_EVERY = 1.0  # seconds between reports of cache hits to the owner
 MAX_ENTRY = 16 << 20  # bytes: larger answers are relayed, not kept
 _MAX_AGE = re.compile(rb"max-age=(\d+)")
 FOREVER = float("inf")
@@ -125,6 +135,9 @@ class FrontApp:
     def __init__(self, upstream: Upstream, cache: FrontCache) -> None:
         self.upstream = upstream
         self.cache = cache
+        # Cache hits by path since the last report: [count, seconds in all].
+        self.hits: dict[str, list] = {}
+        self._reporter: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -150,10 +163,17 @@ class FrontApp:
             if not ranged:
                 key = (scope.get("raw_path") or scope["path"].encode(),
                        scope.get("query_string") or b"", gzip)
-                entry = self.cache.get(key, time.monotonic())
+                now = time.monotonic()
+                entry = self.cache.get(key, now)
                 if entry is not None:
                     self.cache.hits += 1
                     await self._send_kept(entry, send, method == "HEAD", etag_asked)
+                    counted = self.hits.get(scope["path"])
+                    if counted is None:
+                        self.hits[scope["path"]] = [1, time.monotonic() - now]
+                    else:
+                        counted[0] += 1
+                        counted[1] += time.monotonic() - now
                     return
                 self.cache.misses += 1
         keep = None
@@ -186,12 +206,35 @@ class FrontApp:
         await send({"type": "http.response.start", "status": 200, "headers": entry.headers})
         await send({"type": "http.response.body", "body": b"" if head else entry.body})
 
+    async def _report_hits(self) -> None:
+        while True:
+            await asyncio.sleep(HITS_EVERY)
+            await self.report_hits()
+
+    async def report_hits(self) -> None:
+        """Tell the owner what was answered here, so that its metrics and statistics
+        count every request; lost (and logged) if the owner cannot take it."""
+        if not self.hits:
+            return
+        hits, self.hits = self.hits, {}
+        try:
+            status = await post(self.upstream, HITS_PATH, json.dumps(hits).encode())
+        except OwnerUnavailable as exc:
+            log.warning("cache hits not reported to the owner: %s", exc)
+            return
+        if status != 204:
+            log.warning("cache hits not counted by the owner (%d)", status)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._reporter = asyncio.create_task(self._report_hits())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._reporter is not None:
+                    self._reporter.cancel()
+                await self.report_hits()
                 self.upstream.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -19,12 +20,15 @@ import tempfile
 from pathlib import Path
 
 from smoothlive.config import ServerConfig
-from smoothlive.http.messages import Receive, Scope, Send
+from smoothlive.http.messages import Receive, Request, Scope, Send, respond
 from smoothlive.workers.board import SCOPE_KEY, ChangeBoard
 from smoothlive.workers.relay import PEER
 
 log = logging.getLogger("smoothlive.workers")
 
+# Where fronts report their cache hits, on the owner's socket only.
+HITS_PATH = "/.smoothlive/front-hits"
+HITS_LIMIT = 8 << 20
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 8.0
 UDS_PATH_MAX = 100  # sun_path is 108 bytes on Linux
@@ -49,6 +53,9 @@ class OwnerSide:
                     return
         if scope["type"] != "http":
             return
+        if scope["path"] == HITS_PATH and scope["method"] == "POST":
+            await self._hits(receive, send)
+            return
         peer = ""
         headers = []
         for name, value in scope["headers"]:
@@ -58,6 +65,25 @@ class OwnerSide:
                 headers.append((name, value))
         scope = {**scope, "headers": headers, "client": (peer, 0), SCOPE_KEY: self.board}
         await self.app.http(scope, receive, send)
+
+
+    async def _hits(self, receive: Receive, send: Send) -> None:
+        """A front's cache hits of the last second: counted by the application."""
+        body = await Request({"headers": []}, receive).body(HITS_LIMIT)
+        try:
+            hits = {path: (int(count), float(seconds))
+                    for path, (count, seconds) in json.loads(body).items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("a front's hit report was not understood: %s", exc)
+            await respond(send, 400, b"bad report\n", b"text/plain")
+            return
+        try:
+            self.app.account_front_hits(hits)
+        except Exception:  # a bug must not cost the report's other paths silently
+            log.exception("a front's hit report could not be counted")
+            await respond(send, 500, b"not counted\n", b"text/plain")
+            return
+        await respond(send, 204)
 
 
 def run_dir(state_dir: Path) -> tuple[Path, bool]:

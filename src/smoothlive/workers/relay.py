@@ -42,16 +42,40 @@ class Upstream:
         self.path = str(path)
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        while self._idle:
-            reader, writer = self._idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer
-            writer.close()
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A new connection."""
         try:
             return await asyncio.open_unix_connection(self.path, limit=1 << 20)
         except OSError as exc:
             raise OwnerUnavailable(str(exc)) from None
+
+    async def ask(self, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
+                                              int, list[tuple[bytes, bytes]]]:
+        """Send a request without a body and read the head of the answer, on a
+        kept-alive connection if there is one; if the owner had closed that one
+        meanwhile, once more on a new connection."""
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if writer.is_closing() or reader.at_eof():
+                writer.close()
+                continue
+            try:
+                writer.write(head)
+                status, headers = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
+                return reader, writer, status, headers
+            except (OSError, asyncio.IncompleteReadError, OwnerUnavailable):
+                writer.close()  # closed by the owner while idle: the next one
+        reader, writer = await self.open()
+        try:
+            writer.write(head)
+            status, headers = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            writer.close()
+            raise OwnerUnavailable(str(exc) or "no answer") from None
+        except OwnerUnavailable:
+            writer.close()
+            raise
+        return reader, writer, status, headers
 
     def release(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._idle) < IDLE_CONNECTIONS and not writer.is_closing():
@@ -179,15 +203,18 @@ async def relay(upstream: Upstream, scope: Scope, receive: Receive, send: Send,
     status. ``keep`` sees the headers of a 200 answer; if it names a store, the
     body is read whole, sent, then stored (the cache). OwnerUnavailable before anything was
     sent; a failure after that cuts the answer (the client sees it short)."""
-    reader, writer = await upstream.connect()
     chunked = _has_body(scope)
     reusable = False
     started = False
     headers: list[tuple[bytes, bytes]] = []
     pump: asyncio.Task[bool] | None = None
+    if chunked:  # a body is sent once: on a new connection, never retried
+        reader, writer = await upstream.open()
+    else:
+        reader, writer, status, headers = await upstream.ask(_request_head(scope, False))
     try:
-        writer.write(_request_head(scope, chunked))
         if chunked:
+            writer.write(_request_head(scope, chunked))
             # With Expect: 100-continue the body waits for the owner's 100, so that
             # a refusal (401) still goes out before the client sends its body.
             if not _expects_continue(scope):
@@ -197,8 +224,6 @@ async def relay(upstream: Upstream, scope: Scope, receive: Receive, send: Send,
                 if pump is None:
                     pump = asyncio.create_task(_pump(receive, writer))
                 status, headers = await _read_head(reader)
-        else:
-            status, headers = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
         out = [(name, value) for name, value in headers
                if name not in HOP_BY_HOP and name != BOARD]
         bodiless = scope["method"] == "HEAD" or status in (204, 304) or status < 200
@@ -240,3 +265,20 @@ async def relay(upstream: Upstream, scope: Scope, receive: Receive, send: Send,
             upstream.release(reader, writer)
         else:
             writer.close()
+
+
+async def post(upstream: Upstream, target: str, body: bytes) -> int:
+    """A small POST of the front's own to the owner (its cache hits); the status."""
+    head = (b"POST %s HTTP/1.1\r\nhost: owner\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % (target.encode(), len(body)) + body)
+    reader, writer, status, headers = await upstream.ask(head)
+    try:
+        async for piece in _body(reader, headers, status in (204, 304) or status < 200):
+            if piece is None:
+                upstream.release(reader, writer)
+                return status
+        writer.close()
+        return status
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        writer.close()
+        raise OwnerUnavailable(str(exc)) from None
