@@ -1,7 +1,9 @@
 """Running the application: granian embedded in this process, or uvicorn.
 
 Both run the same plain ASGI application in this one process (one event
-loop, uvloop). granian is the default because it carries the real
+loop, uvloop); with ``--workers`` above 1 (granian only) this process is the
+owner and starts front processes on the same port (``smoothlive.workers``).
+granian is the default because it carries the real
 application 1.5-1.7 times faster (ARCHITECTURE.md has the figures); uvicorn
 stays selectable (``--http-server uvicorn``) as a fallback, since granian's
 embedded mode is young.

@@ -18,10 +18,18 @@ import httpx
 import pytest
 from lxml import etree
 
+from smoothlive.management.errors import MgmtError
 from tests.e2e.conftest import PASSWORDS
 from tests.e2e.harness import SMOOTHLIVE, Server, add_user
 from tests.e2e.test_live_smooth import chunk_times, wait_for
-from tests.e2e.test_management_api import create, set_state, state_of
+from tests.e2e.test_management_api import (
+    ATOM,
+    assert_error,
+    create,
+    set_state,
+    settings_body,
+    state_of,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
 
@@ -207,6 +215,23 @@ def test_management_and_auth_go_through_any_process(workers):
         assert {r.status_code for r in refused} == {401}
         assert all("www-authenticate" in r.headers and "x-cache" not in r.headers
                    for r in refused)
+
+
+def test_answers_the_owner_gives_before_reading_a_body_reach_the_client(workers):
+    """A body too large, or no credentials: the owner answers and stops reading;
+    through a front the client gets that answer, not a 502."""
+    point = "/w/large.isml"
+    huge = settings_body("<Title>" + "x" * (2 << 20) + "</Title>")
+    with operator(workers) as op:
+        assert create(op, point, "<Title>large</Title>").status_code == 201
+        answers = [op.put(f"{point}/settings", content=huge, headers=ATOM) for _ in range(8)]
+    for answer in answers:
+        assert_error(answer, MgmtError.INVALID_XML)
+    with fresh() as anonymous:
+        refused = [anonymous.put(f"{workers.url}{point}/settings", content=huge, headers=ATOM)
+                   for _ in range(8)]
+    assert {a.status_code for a in refused} == {401}
+    assert "owner unavailable" not in workers.log()
 
 
 def test_fronts_follow_the_owner_in_life_and_death(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,64 +29,134 @@ HOP_BY_HOP = frozenset({
 })
 HEAD_TIMEOUT = 60.0  # seconds for the owner to answer a request without a body
 READ_SIZE = 256 * 1024
+MAX_LINE = 64 * 1024  # a status or header line of the owner's answer
 IDLE_CONNECTIONS = 64
+CLIENT_GONE = 499  # the status relay() returns when the client left mid-body (as nginx logs it)
 
 
 class OwnerUnavailable(Exception):
     """The owner's socket refused or dropped the exchange before an answer."""
 
 
+class Connection:
+    """One connection to the owner, on a plain non-blocking socket.
+
+    Not asyncio's streams: when the owner answers early (401, a body too
+    large) and closes, the next write fails, and a stream transport would
+    then close itself and drop the answer still unread. Here a failed write
+    leaves the socket open for the answer to be read."""
+
+    __slots__ = ("_buffer", "_loop", "closed", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self.closed = False
+
+    @classmethod
+    async def open(cls, path: str) -> Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, path)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock)
+
+    async def write(self, *parts: bytes) -> None:
+        for part in parts:
+            await self._loop.sock_sendall(self.sock, part)
+
+    async def _fill(self) -> bool:
+        data = await self._loop.sock_recv(self.sock, READ_SIZE)
+        self._buffer += data
+        return bool(data)
+
+    async def readline(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            if len(self._buffer) > MAX_LINE:
+                raise ValueError("line too long")
+            if not await self._fill():
+                line, self._buffer = bytes(self._buffer), bytearray()
+                return line
+
+    async def readexactly(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            if not await self._fill():
+                raise asyncio.IncompleteReadError(bytes(self._buffer), size)
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; b"" at the end."""
+        if not self._buffer:
+            data = await self._loop.sock_recv(self.sock, min(size, READ_SIZE))
+            return data
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+
 class Upstream:
-    """Keep-alive connections to the owner's Unix socket."""
+    """Kept-alive connections to the owner's Unix socket."""
 
     def __init__(self, path: Path) -> None:
         self.path = str(path)
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[Connection] = []
 
-    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def open(self) -> Connection:
         """A new connection."""
         try:
-            return await asyncio.open_unix_connection(self.path, limit=1 << 20)
+            return await Connection.open(self.path)
         except OSError as exc:
             raise OwnerUnavailable(str(exc)) from None
 
-    async def ask(self, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
-                                              int, list[tuple[bytes, bytes]]]:
+    async def ask(self, head: bytes) -> tuple[Connection, int, list[tuple[bytes, bytes]]]:
         """Send a request without a body and read the head of the answer, on a
         kept-alive connection if there is one; if the owner had closed that one
         meanwhile, once more on a new connection."""
         while self._idle:
-            reader, writer = self._idle.pop()
-            if writer.is_closing() or reader.at_eof():
-                writer.close()
-                continue
+            connection = self._idle.pop()
             try:
-                writer.write(head)
-                status, headers = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
-                return reader, writer, status, headers
-            except (OSError, asyncio.IncompleteReadError, OwnerUnavailable):
-                writer.close()  # closed by the owner while idle: the next one
-        reader, writer = await self.open()
+                await connection.write(head)
+                status, headers = await asyncio.wait_for(_read_head(connection), HEAD_TIMEOUT)
+                return connection, status, headers
+            except (OSError, OwnerUnavailable, ValueError):
+                connection.close()  # closed by the owner while idle: the next one
+        connection = await self.open()
         try:
-            writer.write(head)
-            status, headers = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            writer.close()
+            await connection.write(head)
+            status, headers = await asyncio.wait_for(_read_head(connection), HEAD_TIMEOUT)
+        except (OSError, ValueError) as exc:  # TimeoutError is an OSError
+            connection.close()
             raise OwnerUnavailable(str(exc) or "no answer") from None
         except OwnerUnavailable:
-            writer.close()
+            connection.close()
             raise
-        return reader, writer, status, headers
+        return connection, status, headers
 
-    def release(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._idle) < IDLE_CONNECTIONS and not writer.is_closing():
-            self._idle.append((reader, writer))
+    def release(self, connection: Connection) -> None:
+        if len(self._idle) < IDLE_CONNECTIONS and not connection.closed:
+            self._idle.append(connection)
         else:
-            writer.close()
+            connection.close()
 
     def close(self) -> None:
-        for _, writer in self._idle:
-            writer.close()
+        for connection in self._idle:
+            connection.close()
         self._idle.clear()
 
 
@@ -122,24 +193,31 @@ def _expects_continue(scope: Scope) -> bool:
                for name, value in scope["headers"])
 
 
-async def _pump(receive: Receive, writer: asyncio.StreamWriter) -> bool:
-    """The request body, chunked; False if the client went away first."""
+SENT, GONE, REFUSED = "sent", "gone", "refused"
+
+
+async def _pump(receive: Receive, connection: Connection) -> str:
+    """The request body, chunked: SENT; GONE if the client went away first;
+    REFUSED if the owner stopped reading (it answers, or has answered)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            writer.close()  # the owner sees its client go, as it would directly
-            return False
+            # The owner sees its client go, as it would directly.
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            return GONE
         body = message.get("body", b"")
-        if body:
-            writer.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
-            await writer.drain()
-        if not message.get("more_body"):
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-            return True
+        try:
+            if body:
+                await connection.write(b"%x\r\n" % len(body), body, b"\r\n")
+            if not message.get("more_body"):
+                await connection.write(b"0\r\n\r\n")
+                return SENT
+        except OSError:
+            return REFUSED
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[bytes, bytes]]]:
+async def _read_head(reader: Connection) -> tuple[int, list[tuple[bytes, bytes]]]:
     status_line = await reader.readline()
     parts = status_line.split(None, 2)
     if len(parts) < 2 or not parts[1].isdigit():
@@ -156,7 +234,7 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[byte
     return int(parts[1]), headers
 
 
-async def _body(reader: asyncio.StreamReader, headers: list[tuple[bytes, bytes]],
+async def _body(reader: Connection, headers: list[tuple[bytes, bytes]],
                 bodiless: bool):
     """The answer's body in pieces; the last piece is followed by a None when the
     framing let the connection be reused."""
@@ -207,22 +285,22 @@ async def relay(upstream: Upstream, scope: Scope, receive: Receive, send: Send,
     reusable = False
     started = False
     headers: list[tuple[bytes, bytes]] = []
-    pump: asyncio.Task[bool] | None = None
+    pump: asyncio.Task[str] | None = None
     if chunked:  # a body is sent once: on a new connection, never retried
-        reader, writer = await upstream.open()
+        reader = await upstream.open()
     else:
-        reader, writer, status, headers = await upstream.ask(_request_head(scope, False))
+        reader, status, headers = await upstream.ask(_request_head(scope, False))
     try:
         if chunked:
-            writer.write(_request_head(scope, chunked))
+            await reader.write(_request_head(scope, chunked))
             # With Expect: 100-continue the body waits for the owner's 100, so that
             # a refusal (401) still goes out before the client sends its body.
             if not _expects_continue(scope):
-                pump = asyncio.create_task(_pump(receive, writer))
+                pump = asyncio.create_task(_pump(receive, reader))
             status, headers = await _read_head(reader)
             if status == 100:
                 if pump is None:
-                    pump = asyncio.create_task(_pump(receive, writer))
+                    pump = asyncio.create_task(_pump(receive, reader))
                 status, headers = await _read_head(reader)
         out = [(name, value) for name, value in headers
                if name not in HOP_BY_HOP and name != BOARD]
@@ -250,6 +328,10 @@ async def relay(upstream: Upstream, scope: Scope, receive: Receive, send: Send,
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
         if started:
             raise
+        if pump is not None and pump.done() and not pump.cancelled() \
+                and pump.exception() is None and pump.result() == GONE:
+            return CLIENT_GONE  # nobody to answer
+
         raise OwnerUnavailable(str(exc)) from None
     finally:
         if chunked and pump is None:
@@ -259,26 +341,26 @@ async def relay(upstream: Upstream, scope: Scope, receive: Receive, send: Send,
                 pump.cancel()
                 reusable = False
             with contextlib.suppress(BaseException):
-                reusable = reusable and await pump
+                reusable = reusable and await pump == SENT
         if reusable and not any(n == b"connection" and v.lower() == b"close"
                                 for n, v in headers):
-            upstream.release(reader, writer)
+            upstream.release(reader)
         else:
-            writer.close()
+            reader.close()
 
 
 async def post(upstream: Upstream, target: str, body: bytes) -> int:
     """A small POST of the front's own to the owner (its cache hits); the status."""
     head = (b"POST %s HTTP/1.1\r\nhost: owner\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n" % (target.encode(), len(body)) + body)
-    reader, writer, status, headers = await upstream.ask(head)
+    connection, status, headers = await upstream.ask(head)
     try:
-        async for piece in _body(reader, headers, status in (204, 304) or status < 200):
+        async for piece in _body(connection, headers, status in (204, 304) or status < 200):
             if piece is None:
-                upstream.release(reader, writer)
+                upstream.release(connection)
                 return status
-        writer.close()
+        connection.close()
         return status
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        writer.close()
+        connection.close()
         raise OwnerUnavailable(str(exc)) from None
