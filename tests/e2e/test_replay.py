@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from smoothlive.media.ingest import IngestParser
 from smoothlive.replay import load_capture
 from tests.e2e.conftest import PASSWORDS
 from tests.e2e.harness import SMOOTHLIVE, run_cli
-from tests.e2e.test_live_smooth import chunk_times, wait_for
+from tests.e2e.test_live_smooth import TFRF, chunk_times, tfxd_time, uuid_boxes, wait_for
 from tests.e2e.test_management_api import create, set_state, state_of
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
@@ -241,3 +242,39 @@ def test_the_bench_capture_records_and_replays(server, operator, point_name, tmp
     assert len(indexes["video"].findall("QualityLevel")) == 4
     assert assert_contiguous(indexes["video"], 4)[1] == (2 * SECOND, 2 * SECOND)
     assert_contiguous(indexes["audio"], 4)
+
+
+def test_fragments_past_the_live_cache_are_read_back_whole(server, operator, point_name,
+                                                          capture):
+    """LiveCacheLength 2 s of a 12-second event: most fragments keep neither media
+    nor moof in memory, and each is served as it would be from memory."""
+    point = started_point(operator, point_name, (
+        "<Title>t</Title><ClientConnections enabled=\"true\"><WindowLength>PT10M"
+        "</WindowLength><LiveCacheLength>PT2S</LiveCacheLength></ClientConnections>"))
+    report = replay(str(capture), server.url + point, "--rate", FAST, "--loops", "3")
+    assert report["returncode"] == 0, report
+    index = timeline(operator, point)["video"]
+    chunks = chunk_times(index)
+    assert len(chunks) == 12
+    for quality in index.findall("QualityLevel"):
+        base = f"{point}/QualityLevels({quality.get('Bitrate')})"
+        for position, (start, duration) in enumerate(chunks):
+            whole = operator.get(f"{base}/Fragments(video={start})")
+            assert whole.status_code == 200
+            assert tfxd_time(whole.content) == (start, duration)
+            payload = uuid_boxes(whole.content).get(TFRF)
+            following = chunks[position + 1:position + 3]
+            if following:
+                assert [struct.unpack_from(">QQ", payload, 5 + 16 * i)
+                        for i in range(payload[4])] == following
+            info = operator.get(f"{base}/FragmentInfo(video={start})")
+            assert info.status_code == 200 and whole.content.startswith(info.content)
+            assert whole.headers["etag"] == info.headers["etag"]
+    # HLS (TS) and DASH segments of the first, long evicted, fragments too.
+    playlist = operator.get(f"{point}/QualityLevels({index.find('QualityLevel').get('Bitrate')})"
+                            "/Manifest(video,format=m3u8-aapl).m3u8")
+    assert playlist.status_code == 200
+    first = next(line for line in playlist.text.splitlines() if line and line[0] != "#")
+    segment = operator.get(f"{point}/QualityLevels({index.find('QualityLevel').get('Bitrate')})"
+                           f"/{first}")
+    assert segment.status_code == 200 and segment.content[0] == 0x47  # TS sync byte

@@ -60,3 +60,24 @@ def test_a_late_fragment_is_stored_and_readable(tmp_path):
     assert stored is not None and level.times == sorted(level.times)
     mdat = stored.mdat if stored.mdat is not None else level.read_mdat(stored)
     assert mdat == late.mdat
+
+
+def test_beyond_the_live_cache_only_the_index_stays_and_moofs_read_back_the_same(tmp_path):
+    """Past LiveCacheLength a fragment keeps neither media nor moof in memory; read
+    back, it is byte for byte what was served while it was in memory."""
+    served = {}
+    presentation, level = _fed(tmp_path, live_cache=2 * SECOND, lookahead=1)
+    for data in VIDEO_FRAGMENTS:
+        presentation.add_fragment(level, data, 0)
+        for time, fragment in level.fragments.items():
+            if fragment.complete and fragment.served_moof:
+                served[time] = fragment.served_moof
+    evicted = [t for t in level.times if level.fragments[t].mdat is None]
+    assert evicted
+    for time in evicted:
+        fragment = level.fragments[time]
+        assert fragment.moof == b"" and fragment.served_moof == b""
+        received, moof, mdat = level.read_back(fragment, level.following(time))
+        assert moof == served[time]
+        data = next(d for d in VIDEO_FRAGMENTS if d.time == time)
+        assert mdat == data.mdat and received == data.moof

@@ -246,6 +246,10 @@ class DeliveryService:
         """The fragment (moof then mdat), or with ``info_only`` its moof alone
         (MS-SSTR FragmentInfo: what players ask for when seeking or paused)."""
         moof = fragment.served_moof or fragment.moof
+        mdat = fragment.mdat
+        if not moof:  # an old fragment of a long DVR window: its bytes are on disk only
+            _, moof, mdat = await asyncio.to_thread(
+                level.read_back, fragment, level.following(fragment.time))
         etag = f'"{fragment.time:x}-{level.bitrate:x}-{len(moof):x}"'.encode()
         headers = [
             *CORS,
@@ -262,7 +266,6 @@ class DeliveryService:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b"" if head else moof})
             return 200
-        mdat = fragment.mdat
         if mdat is None and not head:
             mdat = await asyncio.to_thread(level.read_mdat, fragment)
         size = len(moof) + (fragment.size - fragment.moof_size)

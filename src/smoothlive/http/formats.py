@@ -158,6 +158,9 @@ class _LiveSource:
             return None
         if fragment is None:
             return None
+        if not (fragment.moof or fragment.served_moof):  # on disk only
+            moof, _, mdat = await asyncio.to_thread(level.read_back, fragment, [])
+            return moof, mdat
         mdat = fragment.mdat
         if mdat is None:
             mdat = await asyncio.to_thread(level.read_mdat, fragment)
@@ -174,8 +177,11 @@ class _LiveSource:
         level = index.levels[0] if index is not None and index.levels else None
         if level is None or not level.times:
             return None
-        fragment = level.fragments[level.times[0]]
-        return fragment.moof or fragment.served_moof
+        for at in (level.times[0], level.times[-1]):  # the first may be on disk only
+            fragment = level.fragments[at]
+            if fragment.moof or fragment.served_moof:
+                return fragment.moof or fragment.served_moof
+        return None
 
 
 AnySource = _Source | _LiveSource

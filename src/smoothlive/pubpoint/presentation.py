@@ -126,6 +126,8 @@ class QualityLevel:
 
     def _refresh_lookahead(self, position: int) -> None:
         fragment = self.fragments[self.times[position]]
+        if not (fragment.moof or fragment.served_moof):
+            return  # evicted: its moof is read back, with its successors then, when asked
         following = [
             (t, self.fragments[t].duration)
             for t in self.times[position + 1: position + 1 + self.lookahead]
@@ -140,14 +142,19 @@ class QualityLevel:
             fragment.moof = b""
 
     def evict_memory(self, before: int) -> None:
-        """Drop media bytes of fragments older than ``before``: they stay in the spool."""
+        """Drop the bytes of fragments older than ``before``, media and moof: they stay
+        in the spool or the archive, and what is left is the index entry (a few
+        hundred bytes), whatever the DVR window."""
         if self._spool is None:
             return
         # From where the last eviction stopped: the cost is per fragment, not per
         # fragment of the event on every publish.
         times, position = self.times, min(self._in_memory, len(self.times))
         while position < len(times) and times[position] < before:
-            self.fragments[times[position]].mdat = None
+            fragment = self.fragments[times[position]]
+            fragment.mdat = None
+            if fragment.complete:  # its TfrfBox is final: rebuilt from the index when read
+                fragment.served_moof = b""
             position += 1
         self._in_memory = position
         self._spool.flush()
@@ -160,6 +167,24 @@ class QualityLevel:
         del self.times[:cut]
         self._in_memory = max(0, self._in_memory - cut)
         self.forgotten_before = max(self.forgotten_before, before)
+
+    def following(self, time: int) -> list[tuple[int, int]]:
+        """(time, duration) of the LookAheadChunks fragments after ``time``."""
+        position = bisect.bisect_right(self.times, time)
+        return [(t, self.fragments[t].duration)
+                for t in self.times[position: position + self.lookahead]]
+
+    def read_back(self, fragment: StoredFragment, following: list[tuple[int, int]]
+                  ) -> tuple[bytes, bytes, bytes]:
+        """(moof as received, moof with its TfrfBox, mdat) of a fragment whose bytes
+        left memory, from the archive or the spool (blocking: call in a thread;
+        ``following`` is taken on the event loop, from :meth:`following`)."""
+        path = fragment.file or self.spool_path
+        assert path is not None
+        with open(path, "rb") as handle:
+            data = os.pread(handle.fileno(), fragment.size, fragment.spool_offset)
+        moof = data[: fragment.moof_size]
+        return moof, with_lookahead(moof, following), data[fragment.moof_size:]
 
     def read_mdat(self, fragment: StoredFragment) -> bytes:
         """The media bytes of an evicted fragment, from the archive or the spool
