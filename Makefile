@@ -16,7 +16,7 @@ VENDOR_FILES := \
 	$(VENDOR)/dash.mss.min.js $(VENDOR)/dashjs.LICENSE.md \
 	$(VENDOR)/hls.min.js $(VENDOR)/hls.js.LICENSE
 
-.PHONY: run test lint unit e2e web browser bench bench-quick bench-tools clean
+.PHONY: run test lint unit e2e web browser bench bench-quick bench-tools soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,7 @@ run: $(STAMP) web
 	$(BIN)/smoothlive serve --demo
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench soak
 
 test: $(TEST_STAMP) lint
 	$(BIN)/pytest -q
@@ -93,6 +93,15 @@ bench: $(BENCH_STAMP) bench-tools
 
 bench-quick: $(BENCH_STAMP) bench-tools
 	$(BIN)/python bench/run.py --quick
+
+# The long versions of the reliability tests (RELIABILITY.md): 100,000 fuzz cases,
+# 20 kill -9 trials, then the load soak (SOAK_MINUTES, 30 by default); about an hour.
+SOAK_MINUTES ?= 30
+
+soak: $(BENCH_STAMP)
+	SMOOTHLIVE_FUZZ_EXAMPLES=100000 $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_fuzz_ingest.py
+	SMOOTHLIVE_CRASH_TRIALS=20 $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_crash_trials.py
+	$(BIN)/python soak/load.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis node_modules $(VENDOR)

@@ -1,0 +1,252 @@
+"""The load soak: 20 points x 4 bitrates in real time, 200 players, management
+calls, random encoder restarts; nothing lost, no player error, memory flat.
+
+    .venv/bin/python soak/load.py [--minutes 30] [--points 20] [--players 200]
+
+Everything runs on loopback and every loop is bounded by the duration. The
+encoders are ``smoothlive replay`` processes of the benchmark's capture (one
+per point, copies a fraction of a fragment apart); every 20-60 s one of
+them is killed (SIGKILL, as a crashing encoder) and started again within
+the reconnect grace, stamping UTC so its timeline continues after a gap.
+Players follow the live edge of a random point: the manifest every 2 s and
+the fragment before the newest of one video bitrate and of the audio.
+A management client reads a state, a point's statistics or the whole list
+every second. At the end the encoders stop, and every fragment any of them
+reported sent must be in the point's archives. Results go to
+soak/results/load.json (RSS every 10 s: the memory curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from lxml import etree
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "bench"))
+sys.path.insert(0, str(HERE.parent))
+from common import (  # noqa: E402
+    PASSWORD,
+    SMOOTHLIVE,
+    USER,
+    Smoothlive,
+    capture_dir,
+    create_point,
+    process_rss_bytes,
+    stop_process,
+    workdir,
+)
+
+RESULTS = HERE / "results"
+GRACE = 60  # seconds a point waits for its encoder to come back
+
+
+def _chunks(manifest: bytes) -> dict[str, tuple[str, list[int], list[int]]]:
+    """Per StreamIndex type: (name, bitrates, chunk start times)."""
+    root = etree.fromstring(manifest)
+    found = {}
+    for index in root.findall("StreamIndex"):
+        times, current = [], 0
+        for c in index.findall("c"):
+            current = int(c.get("t", current))
+            for _ in range(int(c.get("r", "1"))):
+                times.append(current)
+                current += int(c.get("d"))
+        found[index.get("Type")] = (index.get("Name"), [
+            int(q.get("Bitrate")) for q in index.findall("QualityLevel")], times)
+    return found
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors: list[str] = []
+
+    def check(self, response: httpx.Response, what: str) -> bool:
+        self.requests += 1
+        if response.status_code != 200:
+            self.errors.append(f"{what}: {response.status_code}")
+            return False
+        return True
+
+
+async def player(url: str, points: list[str], stop: float, tally: Tally,
+                 rng: random.Random) -> None:
+    point = rng.choice(points)
+    async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+        await asyncio.sleep(rng.uniform(0, 2))
+        while time.monotonic() < stop:
+            try:
+                manifest = await http.get(f"{point}/Manifest")
+            except httpx.HTTPError as exc:
+                tally.errors.append(f"{point} manifest: {exc!r}")
+                await asyncio.sleep(2)
+                continue
+            if manifest.status_code == 404:  # not started yet, or between restarts
+                await asyncio.sleep(2)
+                continue
+            if tally.check(manifest, f"{point} manifest"):
+                for kind, (name, bitrates, times) in _chunks(manifest.content).items():
+                    if len(times) < 2:
+                        continue
+                    bitrate = rng.choice(bitrates) if kind == "video" else bitrates[0]
+                    fragment = await http.get(
+                        f"{point}/QualityLevels({bitrate})/Fragments({name}={times[-2]})")
+                    tally.check(fragment, f"{point} {name} {times[-2]}")
+            await asyncio.sleep(2)
+
+
+async def manager(url: str, points: list[str], stop: float, tally: Tally,
+                  rng: random.Random) -> None:
+    async with httpx.AsyncClient(base_url=url, auth=(USER, PASSWORD), timeout=60) as http:
+        while time.monotonic() < stop:
+            point = rng.choice(points)
+            what = rng.choice(("state", "statistics", "list"))
+            target = ("/services/smoothstreaming/publishingpoints.isml" if what == "list"
+                      else f"{point}/{what}")
+            tally.check(await http.get(target), f"management {what}")
+            await asyncio.sleep(1)
+
+
+class Encoders:
+    """One replay per point; restarted at random."""
+
+    def __init__(self, url: str, capture: Path, points: list[str], logs: Path) -> None:
+        self.url, self.capture, self.points, self.logs = url, capture, points, logs
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.restarts = 0
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, point: str) -> None:
+        number = self.points.index(point)
+        log = self.logs / f"sent-{number}-{self.restarts}.jsonl"
+        self.processes[point] = subprocess.Popen(
+            [SMOOTHLIVE, "replay", str(self.capture), self.url + point, "--rate", "1x",
+             "--loop", "--ts-offset", "now", "--sent-log", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def chaos(self, stop: float, rng: random.Random) -> None:
+        while time.monotonic() < stop - 60:
+            await asyncio.sleep(rng.uniform(20, 60))
+            point = rng.choice(self.points)
+            process = self.processes[point]
+            process.send_signal(signal.SIGKILL)  # an encoder crash: no end of stream
+            process.wait(timeout=10)
+            self.restarts += 1
+            await asyncio.sleep(rng.uniform(1, 10))  # within the reconnect grace
+            self.start(point)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            stop_process(process, signal.SIGTERM)  # ends the streams normally
+
+    def sent(self) -> dict[str, set[tuple[int, int]]]:
+        """Per point: (track, time) of every fragment reported sent."""
+        sent: dict[str, set[tuple[int, int]]] = {}
+        for log in self.logs.glob("sent-*.jsonl"):
+            for line in log.read_text().splitlines():
+                entry = json.loads(line)
+                sent.setdefault(entry["point"], set()).add((entry["track"], entry["time"]))
+        return sent
+
+
+def archived_times(root: Path, point: str) -> set[int]:
+    """Every fragment time in the point's archives (every .ismv's tfra)."""
+    from smoothlive.archive.ondemand import read_tfra
+
+    folder = root / "archives" / point.strip("/").removesuffix(".isml")
+    times: set[int] = set()
+    for path in folder.rglob("*.ismv"):
+        data = path.read_bytes()
+        (size,) = struct.unpack(">I", data[-4:])
+        entries = read_tfra(data[-size:]) or {}
+        for track in entries.values():
+            times.update(time for time, _ in track)
+    return times
+
+
+async def soak(minutes: float, count: int, players: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    capture = capture_dir()
+    work = workdir("soak")
+    points = [f"/soak/ch{n}.isml" for n in range(1, count + 1)]
+    with Smoothlive(work, ("--reconnect-grace", str(GRACE), "--workers", "2")) as server:
+        for point in points:
+            create_point(server, point, "<Archive enabled=\"true\" />")
+        encoders = Encoders(server.url, capture, points, work / "sent")
+        for point in points:
+            encoders.start(point)
+        started = time.monotonic()
+        stop = started + minutes * 60
+        tally = Tally()
+        memory: list[tuple[float, int]] = []
+
+        async def sample() -> None:
+            while time.monotonic() < stop:
+                memory.append((round(time.monotonic() - started),
+                               process_rss_bytes(server.process.pid)))
+                await asyncio.sleep(10)
+
+        await asyncio.gather(
+            sample(), manager(server.url, points, stop, tally, rng),
+            encoders.chaos(stop, rng),
+            *(player(server.url, points, stop, tally, random.Random(rng.random()))
+              for _ in range(players)))
+        encoders.stop()
+        # Every fragment an encoder reported sent is archived (the archive is what
+        # a DVR window of any length would list).
+        async with httpx.AsyncClient(base_url=server.url, auth=(USER, PASSWORD)) as http:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                states = [(await http.get(f"{p}/state")).text for p in points]
+                if all("Stopped" in s for s in states):
+                    break
+                await asyncio.sleep(1)
+        sent = encoders.sent()
+        lost = {}
+        for point in points:
+            have = archived_times(server.root, point)
+            missing = sorted(t for _, t in sent.get(point, set()) if t not in have)
+            if missing:
+                lost[point] = missing[:20]
+        rss = [value for _, value in memory]
+        settled = [value for at, value in memory if at >= 180] or rss
+    return {
+        "minutes": minutes, "points": count, "players": players, "seed": seed,
+        "requests": tally.requests, "errors": len(tally.errors),
+        "error_samples": tally.errors[:20], "encoder_restarts": encoders.restarts,
+        "fragments_sent": sum(len(v) for v in sent.values()),
+        "lost_fragments": sum(len(v) for v in lost.values()), "lost_samples": lost,
+        "rss_mb": [(at, round(value / 2**20, 1)) for at, value in memory],
+        "rss_growth_after_3_min_mb": round((settled[-1] - settled[0]) / 2**20, 1)
+        if settled else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--points", type=int, default=20)
+    parser.add_argument("--players", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    result = asyncio.run(soak(args.minutes, args.points, args.players, args.seed))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "load.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "rss_mb"}, indent=2))
+    ok = result["errors"] == 0 and result["lost_fragments"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
