@@ -372,6 +372,16 @@ def test_timeline_lists_a_time_only_when_every_level_covering_it_has_it() -> Non
     assert timeline([level([0, 10, 30]), level([0, 10, 30], 7)]) == [(0, 10), (10, 20), (30, 10)]
 
 
+def test_a_level_cut_one_fragment_short_by_a_crash_hides_the_last_chunk() -> None:
+    """After a crash each file ends at its own last whole fragment: the chunk only
+    some levels have at the very end is not listed (every listed chunk plays at
+    every level), while a level that stopped long before does not hide the rest."""
+    high = level([0, 10, 20, 30, 40])
+    cut = level([0, 10, 20, 30])  # its fragment at 40 was being written
+    assert timeline([high, cut]) == [(0, 10), (10, 10), (20, 10), (30, 10)]
+    assert timeline([high, level([0, 10])]) == timeline([high])
+
+
 def test_the_last_chunk_lasts_as_long_as_the_longest_last_fragment() -> None:
     assert timeline([level([0, 10], 8), level([0, 10], 12)])[-1] == (10, 12)
     assert timeline([level([0, 10], 0)])[-1] == (10, 10)  # unknown: as long as the one before

@@ -545,7 +545,10 @@ def timeline(levels: Sequence[TrackFragments]) -> list[tuple[int, int]]:
 
     A time is listed when every level whose span (first to last fragment)
     covers it has a fragment there; each chunk lasts until the next listed
-    one, the last as long as its fragment says.
+    one, the last as long as its fragment says. A level whose last fragment
+    ends where the presentation's last one starts covers the end too: a crash
+    cuts each file after its own last whole fragment, and a chunk listed at
+    the very end must not be one some levels do not have.
     """
     levels = [level for level in levels if level.times]
     if not levels:
@@ -553,7 +556,10 @@ def timeline(levels: Sequence[TrackFragments]) -> list[tuple[int, int]]:
     if len(levels) == 1:
         times: Sequence[int] = levels[0].times
     else:
-        spans = [(level.times[0], level.times[-1], set(level.times)) for level in levels]
+        final = max(level.times[-1] for level in levels)
+        spans = [(level.times[0],
+                  final if level.times[-1] + level.last_duration >= final else level.times[-1],
+                  set(level.times)) for level in levels]
         union = sorted(set().union(*(held for _, _, held in spans)))
         times = [
             t for t in union
