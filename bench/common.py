@@ -160,6 +160,10 @@ class Smoothlive:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        # What a run ingested (archives, spools: gigabytes at 75 MB/s) goes with it,
+        # unless asked to keep it for a look.
+        if not os.environ.get("SMOOTHLIVE_BENCH_KEEP"):
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def stop_process(process: subprocess.Popen, sig: int, grace: float = 30) -> None:
