@@ -78,11 +78,12 @@ async def test_an_unwritable_archive_folder_moves_the_point_to_error(tmp_path: P
     (tmp_path / "file").write_bytes(b"")
     events: list = []
     point = _point(tmp_path, tmp_path / "file" / "archives", events)
-    await _push(point, FRAGMENTS[:6])
+    stream = await _push(point, FRAGMENTS[:6])
     await asyncio.wait_for(point.archive_failure, 10)
     assert events[-1] == (Event.FAILED, 0x80070003)  # ERROR_PATH_NOT_FOUND
-    # Players keep the live presentation.
-    assert any(index.chunks for index in point.presentation.stream_indexes.values())
+    # A point in Error takes no input: its POST is ended, nothing was published.
+    assert stream.stopped
+    assert not any(index.chunks for index in point.presentation.stream_indexes.values())
     assert point.archive is None
 
 
@@ -106,6 +107,8 @@ async def test_a_full_disk_moves_the_point_to_error_with_disk_full(tmp_path: Pat
 def test_hresults_of_os_errors() -> None:
     assert hresult_of(OSError(28, "full")) == 0x80070070
     assert hresult_of(OSError(13, "denied")) == 0x80070005
+    assert hresult_of(OSError(27, "too large")) == 0x800700DF  # ERROR_FILE_TOO_LARGE
+    assert hresult_of(OSError(5, "I/O")) == 0x8007045D  # ERROR_IO_DEVICE
     assert hresult_of(OSError(99, "other")) == 0x8007001F
 
 
@@ -132,7 +135,9 @@ async def test_an_archived_point_keeps_one_copy_on_disk(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-async def test_after_an_archive_failure_the_spool_takes_the_fragments(tmp_path: Path) -> None:
+async def test_the_fragment_the_archive_failed_on_goes_to_the_spool(tmp_path: Path) -> None:
+    # Only the archive's disk is full: the fragment it could not take is kept in the
+    # spool; the ones after it are not taken (the point is in Error, its POST ended).
     point = _point(tmp_path, tmp_path / "archives", [])
     stream = await _push(point, FRAGMENTS[:4])
     for file in point.archive._writers[0]._files.values():
@@ -142,7 +147,11 @@ async def test_after_an_archive_failure_the_spool_takes_the_fragments(tmp_path: 
     for data in FRAGMENTS[4:]:
         await point.fragment(stream, data)
     await asyncio.wait_for(point.archive_failure, 10)
-    level = stream.levels[FRAGMENTS[-1].track_id]
-    last = level.fragments[level.times[-1]]
-    assert last.file is None and level.spool_path.stat().st_size > 0
-    assert level.read_mdat(last) == FRAGMENTS[-1].mdat
+    failed_on = FRAGMENTS[4]
+    level = stream.levels[failed_on.track_id]
+    kept = level.fragments[failed_on.time]
+    assert kept.file is None and level.spool_path.stat().st_size > 0
+    assert level.read_mdat(kept) == failed_on.mdat
+    assert stream.stopped
+    assert all(data.time not in stream.levels[data.track_id].fragments
+               for data in FRAGMENTS[5:])

@@ -191,15 +191,21 @@ class ArchiveWriter:
                     _write_all(file.fd, [mfra_box(file.info.track_id, entries)])
                     os.fsync(file.fd)
                 except OSError as exc:
-                    errors.append(exc)
+                    # No half mfra: the file ends after its last whole fragment, as
+                    # readers and ``recover`` expect of an archive not finished yet.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(file.fd, file.size)
+                    errors.append((exc, file.path))
                 finally:
                     os.close(file.fd)
         if self._files:
-            write_client_manifest(self.ism_path)
+            try:
+                write_client_manifest(self.ism_path)
+            except OSError as exc:
+                errors.append((exc, self.ism_path.with_suffix(".ismc")))
         if errors:
-            exc = errors[0]
-            raise ArchiveError(exc.errno, f"cannot finish archive: {exc.strerror}",
-                               str(self.folder))
+            exc, path = errors[0]
+            raise ArchiveError(exc.errno, f"cannot finish archive: {exc.strerror}", str(path))
 
     def _write_ism(self) -> None:
         document = IsmDocument(tuple(self._tracks), f"{self.stem}.ismc")
@@ -331,12 +337,15 @@ class SegmentedArchive:
 # -- after a crash -----------------------------------------------------------------------------
 
 
-def recover(folder: Path) -> list[str]:
+def recover(folder: Path, *, strict: bool = False) -> list[str]:
     """Make every archive presentation under ``folder`` whole again; the files repaired.
 
     A file is cut after its last whole moof+mdat pair (a torn tail is never
     left behind), given an mfra if it has none, and the ``.ismc`` is
-    rewritten. Finished files are left as they are.
+    rewritten. Finished files are left as they are. An unreadable ``.ism`` or
+    a ``.ismc`` that cannot be written is logged and skipped; with ``strict``
+    (an archive whose finishing failed, tried again) any failure to write is
+    an ArchiveError instead, so the archive stays listed as open.
     """
     repaired: list[str] = []
     for ism in sorted(folder.rglob("*.ism")):
@@ -349,11 +358,20 @@ def recover(folder: Path) -> list[str]:
             path = ism.parent / src
             if path.parent != ism.parent or not path.is_file():
                 continue
-            if _repair(path):
-                repaired.append(str(path))
+            try:
+                if _repair(path):
+                    repaired.append(str(path))
+            except OSError as exc:
+                if not strict:
+                    raise
+                raise ArchiveError(exc.errno, f"cannot finish archive: {exc.strerror}",
+                                   str(path)) from None
         try:
             write_client_manifest(ism)
         except (OSError, ValueError) as exc:
+            if strict and isinstance(exc, OSError):
+                raise ArchiveError(exc.errno, f"cannot finish archive: {exc.strerror}",
+                                   str(ism.with_suffix(".ismc"))) from None
             log.error("archive %s: cannot write the client manifest: %s", ism, exc)
     return repaired
 

@@ -9,14 +9,23 @@ or every stream lost without one for longer than the reconnect grace period
 
 With Archive enabled it also writes every stored fragment to the archive
 (:mod:`smoothlive.archive.writer`) as it is stored, flushes it to disk once a
-second from a worker thread, and finishes it when the point stops. A failing
-archive (full disk, folder not writable) moves the point to Error with the
-OS error as LastError; players keep what is already published.
+second from a worker thread, and finishes it when the point stops.
+
+A write that fails (full disk, file too large, folder not writable, I/O
+error), to the archive or to the spool, at the first write, mid-event, at the
+once-a-second fsync or when the archive is finished, moves the point to Error
+with the OS error as LastError, logged once. A point in Error takes no input:
+its encoders' POSTs are ended, and the presentation stays watchable as it was
+(no longer live), from memory and from the files already written. The archive
+is finished as far as it was written; if even that fails, it is finished again
+when the point is shut down (Error -> Idle, once space is back), else repaired
+at the next start of the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import shutil
@@ -31,8 +40,10 @@ from smoothlive.archive.writer import (
     ArchiveJournal,
     SegmentedArchive,
     file_name,
+    recover,
 )
 from smoothlive.management.durations import Duration
+from smoothlive.management.errors import E_FAIL
 from smoothlive.management.settings import (
     HLS_SEGMENT_LENGTH_DEFAULT,
     SINK_NAMES,
@@ -60,6 +71,7 @@ from smoothlive.pubpoint.presentation import (
     ManifestSettings,
     Presentation,
     QualityLevel,
+    SpoolError,
 )
 from smoothlive.pubpoint.states import Event
 
@@ -69,8 +81,11 @@ ARCHIVE_FLUSH_SECONDS = 1.0
 LATENCY_WINDOW = 1024  # publish latencies kept per point for its p50/p99/max
 # HRESULT_FROM_WIN32 for the OS error that broke the archive: what IIS reports as LastError.
 # ENOSPC, EDQUOT: ERROR_DISK_FULL; EACCES, EPERM, EISDIR: ERROR_ACCESS_DENIED;
-# EROFS: ERROR_WRITE_PROTECT; ENOENT, ENOTDIR: ERROR_PATH_NOT_FOUND.
-_WIN32_ERRORS = {28: 112, 122: 112, 13: 5, 1: 5, 21: 5, 30: 19, 2: 3, 20: 3}
+# EROFS: ERROR_WRITE_PROTECT; ENOENT, ENOTDIR: ERROR_PATH_NOT_FOUND;
+# EFBIG (over the file system's or the process's file size limit): ERROR_FILE_TOO_LARGE;
+# EIO: ERROR_IO_DEVICE.
+_WIN32_ERRORS = {28: 112, 122: 112, 13: 5, 1: 5, 21: 5, 30: 19, 2: 3, 20: 3, 27: 223,
+                 5: 1117}
 
 
 def hresult_of(exc: OSError) -> int:
@@ -159,8 +174,14 @@ class LivePoint:
         # The archive: its base folder (<archives>/<point path>), the one being written.
         self._archive_home = archive_base if settings.archive.enabled else None
         self.archive_base = self._archive_home
-        self.archive_done: asyncio.Future[None] | None = None  # the last finish
-        self.archive_failure: asyncio.Task[None] | None = None  # the move to Error
+        # The last finish of an archive: its folder if it was left unfinished, else None.
+        self.archive_done: asyncio.Task[Path | None] | None = None
+        self._finishing: list[asyncio.Task[Path | None]] = []  # every finish started
+        self.archive_retry: asyncio.Task[None] | None = None  # at shut down, after a failure
+        # A write failed: the error (the first one), and the move to Error.
+        self.failure: Exception | None = None
+        self.archive_failure: asyncio.Task[None] | None = None
+        self._halted = False
         self.journal = journal
         self.archive: SegmentedArchive | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -173,6 +194,7 @@ class LivePoint:
     def open_stream(self, stream_id: str, source_ip: str,
                     event_id: str | None = None) -> IngestStream:
         stream = IngestStream(stream_id, source_ip, event_id=event_id)
+        stream.stopped = self._halted  # in Error, before the registry says so: no input
         self.streams[stream.serial] = stream
         self.history.append(stream)
         if len(self.history) > 256:
@@ -188,7 +210,13 @@ class LivePoint:
             level.feeders -= 1
         stream.levels = {}
         for info in tracks:
-            level = self.presentation.level_for(info)
+            if self.failure is not None:
+                break
+            try:
+                level = self.presentation.level_for(info)
+            except SpoolError as exc:
+                self._fail(exc)
+                break
             level.feeders += 1
             stream.levels[info.track_id] = level
             if level not in self._track_keys:  # its series exist from now on, at zero
@@ -196,11 +224,14 @@ class LivePoint:
                 for counter in (INGEST_FRAGMENTS, INGEST_BYTES, INGEST_DUPLICATES):
                     counter.inc(key, 0)
             self._archive_track(stream, level)
+        self._halt_if_failed()
 
     async def fragment(self, stream: IngestStream, data: FragmentData,
                        arrived: float | None = None) -> None:
         """One fragment of ``stream``; ``arrived`` is when its last byte was received
         (``time.monotonic()``; now if not given), for the publish latency."""
+        if self.failure is not None:
+            return  # in Error: no input is taken, the POST is being ended
         level = stream.levels.get(data.track_id)
         if level is None:
             raise ValueError(f"fragment of track {data.track_id}, which the moov did not declare")
@@ -209,8 +240,13 @@ class LivePoint:
         offset = self.presentation.admit_time(level, data.time, first)
         version = self.presentation.version
         duplicates = level.duplicates
-        stored = self.presentation.add_fragment(
-            level, data, offset, time.monotonic() if arrived is None else arrived)
+        try:
+            stored = self.presentation.add_fragment(
+                level, data, offset, time.monotonic() if arrived is None else arrived)
+        except SpoolError as exc:  # nothing was stored
+            self._fail(exc)
+            self._halt_if_failed()
+            return
         if self.presentation.published:
             self._observe_published()
         key = self._track_keys[level]
@@ -229,6 +265,9 @@ class LivePoint:
         meter.last_duration = data.duration
         meter.last_arrival = now
         meter.incoming.hit(now, data.size)
+        if self.failure is not None:  # the archive failed while taking this fragment
+            self._halt_if_failed()
+            return
         if stored is not None and not self.started_live and self._any_published():
             self.started_live = True
             await self._on_event(Event.FIRST_FRAGMENT, None)
@@ -269,7 +308,8 @@ class LivePoint:
         self.streams.pop(stream.serial, None)
         for level in stream.levels.values():
             level.feeders -= 1
-        self.presentation.refresh()
+        if not self._halted:  # in Error what is listed stays as it was: no chunk that
+            self.presentation.refresh()  # a level failed to store gets listed now
         if self.presentation.published:
             self._observe_published()
         self._wake()
@@ -346,7 +386,7 @@ class LivePoint:
             assert self.archive is not None
             self.archive.add_track(level.stream_index, level.info)
             level.store = self._archive_store(level)
-        except (ArchiveError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # OSError: the journal's entry too
             self._archive_failed(exc)
 
     def _open_archive(self, event_id: str | None) -> None:
@@ -385,9 +425,10 @@ class LivePoint:
         return store
 
     def _archive_failed(self, exc: Exception) -> None:
-        """Stop archiving (what was written stays valid) and move the point to Error
-        with the OS error as LastError; the live presentation goes on."""
-        log.error("%s: archiving stopped: %s", self.path, exc)
+        """Stop archiving: the archive is finished as far as it was written. An OSError
+        (a write that failed) moves the point to Error (see ``_fail``); a track the
+        archive cannot describe (ValueError) only stops archiving: the spool takes
+        over and the event goes on."""
         archive, self.archive = self.archive, None
         for index in self.presentation.stream_indexes.values():
             for level in index.levels:
@@ -396,12 +437,33 @@ class LivePoint:
         if self._flusher is not None and self._flusher is not asyncio.current_task():
             self._flusher.cancel()
         self._flusher = None
-        loop = asyncio.get_running_loop()
-        if archive is not None:
-            loop.run_in_executor(None, _close_quietly, archive, self.journal)
         if isinstance(exc, OSError):
-            self.archive_failure = loop.create_task(
-                self._on_event(Event.FAILED, hresult_of(exc)))
+            self._fail(exc)
+        else:
+            log.error("%s: archiving stopped: %s", self.path, exc)
+        if archive is not None:
+            self._finish(archive, report=False, retried=True)
+
+    def _fail(self, exc: Exception) -> None:
+        """A write failed: log it once and move the point to Error with the OS error as
+        LastError. The caller ends the inputs (``_halt_if_failed``) when it is safe to
+        (never from inside the presentation)."""
+        if self.failure is not None:
+            return  # one line per failure, not one per fragment
+        self.failure = exc
+        hresult = hresult_of(exc) if isinstance(exc, OSError) else E_FAIL
+        log.error("%s: %s; ingest stopped, the point is in Error (LastError 0x%08X), "
+                  "players keep what was published", self.path, _cause(exc), hresult)
+        self.archive_failure = asyncio.get_running_loop().create_task(
+            self._on_event(Event.FAILED, hresult))
+
+    def _halt_if_failed(self) -> None:
+        """In Error a point takes no input: end its encoders' POSTs (at their next chunk),
+        keep the presentation watchable, no longer live, and finish the archive."""
+        if self.failure is None or self._halted:
+            return
+        self._halted = True
+        self.stop_inputs()
 
     async def _flush_archive(self) -> None:
         """fsync the archive once a second: what a power cut may lose is that second."""
@@ -413,20 +475,59 @@ class LivePoint:
             started = time.monotonic()
             try:
                 await asyncio.to_thread(archive.flush)
-            except ArchiveError as exc:
-                self._archive_failed(exc)
+            except OSError as exc:
+                if self.archive is archive:  # not finished or failed meanwhile
+                    self._archive_failed(exc)
+                    self._halt_if_failed()
                 return
             ARCHIVE_FLUSH.observe((), time.monotonic() - started)
 
-    def finish_archive(self) -> None:
-        """The event is over: finish the archive (mfra, .ismc) off the event loop."""
+    def finish_archive(self, report: bool = True) -> None:
+        """The event is over: finish the archive (mfra, .ismc) off the event loop. With
+        ``report``, a failure to finish moves the point to Error; without (the point
+        is shutting down, the server is stopping), it is logged."""
         archive, self.archive = self.archive, None
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
         if archive is not None:
-            self.archive_done = asyncio.get_running_loop().run_in_executor(
-                None, _close_quietly, archive, self.journal)
+            self._finish(archive, report, retried=report)
+
+    def _finish(self, archive: SegmentedArchive, report: bool, retried: bool = False) -> None:
+        """Finish ``archive`` in a worker thread; ``archive_done`` gives its folder if it
+        was left unfinished (it stays in the journal), else None. ``retried``: a failure
+        is tried again when the point is shut down (see ``close``), else at the next
+        start of the server only."""
+        async def finish() -> Path | None:
+            error = await asyncio.to_thread(_finish_archive, archive, self.journal)
+            if error is None:
+                return None
+            if report and self.failure is None:
+                self._fail(error)
+                self._halt_if_failed()
+            else:
+                log.warning("%s: archive %s left unfinished (%s): it is %s", self.path,
+                            archive.folder, _cause(error),
+                            "finished when the point is shut down, or repaired at the next "
+                            "start" if retried else "repaired at the next start")
+            return archive.folder
+
+        task = self.archive_done = _keep(asyncio.get_running_loop().create_task(finish()))
+        self._finishing.append(task)
+
+    async def _finish_again(self, earlier: list[asyncio.Task[Path | None]]) -> None:
+        """Shut down after a failure: finish the archives that could not be (space may be
+        back), as a restart would; one that still cannot be is left to the next start."""
+        results = await asyncio.gather(*earlier, return_exceptions=True)
+        for folder in results:
+            if not isinstance(folder, Path):
+                continue
+            error = await asyncio.to_thread(_finish_folder, folder, self.journal)
+            if error is None:
+                log.info("%s: archive %s finished", self.path, folder)
+            else:
+                log.warning("%s: archive %s still unfinished (%s): it is repaired at the "
+                            "next start", self.path, folder, _cause(error))
 
     # -- the state machine's work --------------------------------------------------
 
@@ -438,7 +539,7 @@ class LivePoint:
             stream.stopped = True
         self._wake()
 
-    def stop_inputs(self) -> None:
+    def stop_inputs(self, report: bool = True) -> None:
         """Stopping: end every input, keep the presentation (DVR-only)."""
         if self._grace is not None:
             self._grace.cancel()
@@ -446,7 +547,7 @@ class LivePoint:
         for stream in self.streams.values():
             stream.stopped = True
         self.presentation.end_live()
-        self.finish_archive()
+        self.finish_archive(report)
         self._wake()
 
     def resume(self) -> None:
@@ -460,8 +561,13 @@ class LivePoint:
         self.archive_base = self._archive_home
 
     def close(self) -> None:
-        """ShuttingDown: drop the live presentation and its spool (an archive stays)."""
-        self.stop_inputs()
+        """ShuttingDown: drop the live presentation and its spool (an archive stays).
+        Archives whose finishing failed before are tried again."""
+        earlier = list(self._finishing)
+        self.stop_inputs(report=False)
+        if earlier:
+            self.archive_retry = _keep(
+                asyncio.get_running_loop().create_task(self._finish_again(earlier)))
         self.presentation.close()
         shutil.rmtree(self.spool_dir, ignore_errors=True)
         for key in self._track_keys.values():  # its series go with its presentation
@@ -486,13 +592,46 @@ def _stem(path: str) -> str:
     return name[: -len(".isml")] if name.lower().endswith(".isml") else name
 
 
-def _close_quietly(archive: SegmentedArchive, journal: ArchiveJournal | None) -> None:
-    """Finish an archive (in a worker thread); a failure is logged, the journal keeps it
-    so the next start repairs it."""
+def _finish_archive(archive: SegmentedArchive, journal: ArchiveJournal | None
+                    ) -> Exception | None:
+    """Finish an archive (in a worker thread): None, or the error that left it
+    unfinished (the journal keeps it listed, so the next start repairs it)."""
     try:
         archive.close()
-    except (ArchiveError, ValueError) as exc:
-        log.error("archive %s could not be finished: %s", archive.folder, exc)
-        return
-    if journal is not None:
-        journal.closed(archive.folder)
+        if journal is not None:
+            journal.closed(archive.folder)
+    except (OSError, ValueError) as exc:
+        return exc
+    return None
+
+
+def _finish_folder(folder: Path, journal: ArchiveJournal | None) -> Exception | None:
+    """Finish an archive left unfinished, as the repair after a crash does (in a worker
+    thread): None, or the error that still prevents it."""
+    try:
+        recover(folder, strict=True)
+        if journal is not None:
+            journal.closed(folder)
+    except (OSError, ValueError) as exc:
+        return exc
+    return None
+
+
+def _cause(exc: Exception) -> str:
+    """An error as the log says it: ``cannot append to archive: No space left on device
+    (ENOSPC): /path/video_300000.ismv``."""
+    if not isinstance(exc, OSError) or exc.strerror is None:
+        return str(exc)
+    name = errno.errorcode.get(exc.errno or 0)
+    text = f"{exc.strerror} ({name})" if name else exc.strerror
+    return f"{text}: {exc.filename}" if exc.filename else text
+
+
+_tasks: set[asyncio.Task] = set()
+
+
+def _keep(task: asyncio.Task) -> asyncio.Task:
+    """Keep a background task referenced until it is done (the loop holds weak ones)."""
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task

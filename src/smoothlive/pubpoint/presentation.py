@@ -26,6 +26,7 @@ last LiveCacheLength.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -46,6 +47,11 @@ DUE_FRAGMENTS = 3
 # A stream whose first timestamp lies this far behind the live edge is an
 # encoder that restarted its clock, not a redundant or resending encoder.
 RESTART_BEHIND_FRAGMENTS = 5
+
+
+class SpoolError(OSError):
+    """The spool cannot be written (disk full, folder not writable...): the fragment
+    was not stored, and the spool still ends after the last fragment that was."""
 
 
 @dataclass(slots=True)
@@ -77,7 +83,13 @@ class QualityLevel:
         self.feeders = 0  # encoder streams currently feeding this track
         self.stream_index = info.name  # the key of its StreamIndex
         self.spool_path = spool
-        self._spool = open(spool, "ab+") if spool else None  # noqa: SIM115
+        # Unbuffered: a write that fails leaves no bytes behind in a buffer to be
+        # flushed later, where they would shift the offsets of the fragments after.
+        try:
+            self._spool = open(spool, "ab+", buffering=0) if spool else None  # noqa: SIM115
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"cannot create the spool: {exc.strerror}",
+                             str(spool)) from None
         self._spool_size = self._spool.tell() if self._spool else 0
         self.received = 0  # fragments stored
         self.duplicates = 0  # fragments dropped as already stored
@@ -94,7 +106,9 @@ class QualityLevel:
 
     def add(self, time: int, duration: int, moof: bytes, mdat: bytes,
             arrived: float | None = None) -> StoredFragment | None:
-        """Store a fragment; None if one with this time is already stored."""
+        """Store a fragment; None if one with this time is already stored.
+
+        Raises SpoolError, with nothing stored, when the spool cannot take it."""
         if time in self.fragments or time < self.forgotten_before:
             self.duplicates += 1  # stored already, or resent after it left the DVR window
             return None
@@ -106,9 +120,7 @@ class QualityLevel:
         else:
             file, offset = None, self._spool_size
             if self._spool is not None:
-                self._spool.write(moof)
-                self._spool.write(mdat)
-                self._spool_size += len(moof) + len(mdat)
+                self._append(moof, mdat)
         stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat),
                                 arrived=arrived, moof_size=len(moof), file=file)
         index = bisect.bisect_left(self.times, time)
@@ -123,6 +135,29 @@ class QualityLevel:
         for position in range(max(0, index - self.lookahead), index + 1):
             self._refresh_lookahead(position)
         return stored
+
+    def _append(self, moof: bytes, mdat: bytes) -> None:
+        """moof and mdat at the end of the spool, whole, or SpoolError and the spool
+        cut back to where it ended (a short write is possible near a full disk)."""
+        assert self._spool is not None
+        fd = self._spool.fileno()
+        views = [memoryview(moof), memoryview(mdat)]
+        try:
+            while views:
+                written = os.writev(fd, views)
+                if written == 0:
+                    raise OSError(28, "No space left on device")
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views.pop(0)
+                if views and written:
+                    views[0] = views[0][written:]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._spool_size)
+            raise SpoolError(exc.errno, f"cannot write the spool: {exc.strerror}",
+                             str(self.spool_path)) from None
+        self._spool_size += len(moof) + len(mdat)
 
     def _refresh_lookahead(self, position: int) -> None:
         fragment = self.fragments[self.times[position]]
@@ -265,9 +300,8 @@ class Presentation:
         """
         key = f"{info.name}_{info.language}" if info.language else info.name
         index = self.stream_indexes.get(key)
-        if index is None:
-            index = self.stream_indexes[key] = StreamIndex(
-                info.kind, key, info.language, info.timescale)
+        if index is None:  # listed below, once its first level has its spool
+            index = StreamIndex(info.kind, key, info.language, info.timescale)
         for level in index.levels:
             if level.info.identity == info.identity:
                 return level
@@ -278,8 +312,9 @@ class Presentation:
         if self.spool_dir is not None:
             spool = self.spool_dir / f"{info.kind}-{_safe(key)}-{info.bitrate}.spool"
             spool.unlink(missing_ok=True)
-        level = QualityLevel(info, spool, self.settings.lookahead)
+        level = QualityLevel(info, spool, self.settings.lookahead)  # may raise SpoolError
         level.stream_index = key
+        self.stream_indexes.setdefault(key, index)
         index.levels.append(level)
         index.levels.sort(key=lambda ql: -ql.bitrate)
         self.version += 1

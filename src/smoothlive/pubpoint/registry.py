@@ -151,7 +151,12 @@ class Registry:
         runtime.last_error = last_error if state is State.ERROR else None
         runtime.changed = self._clock()
         self.on_change(runtime.path)
-        await asyncio.to_thread(self._save_state, runtime)
+        try:
+            await asyncio.to_thread(self._save_state, runtime)
+        except OSError as exc:  # a full disk: the state holds, in memory, all the same
+            log.error("%s: %s, but the state file cannot be written (%s): a restart of "
+                      "the server would not know it", runtime.path, state.value, exc)
+            return
         log.info("%s: %s", runtime.path, state.value)
 
     # -- reading -------------------------------------------------------
@@ -317,7 +322,7 @@ class Registry:
         for runtime in self._runtime.values():
             live = runtime.live
             if live is not None and live.archive is not None:
-                live.finish_archive()
+                live.finish_archive(report=False)  # the point keeps its state
                 if live.archive_done is not None:
                     done.append(live.archive_done)
         if done:
