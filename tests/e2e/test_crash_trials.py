@@ -15,7 +15,6 @@ import pytest
 
 from tests.e2e.crashes import crash_trial
 
-
 TRIALS = int(os.environ.get("SMOOTHLIVE_CRASH_TRIALS", "3"))  # make soak: 20
 
 

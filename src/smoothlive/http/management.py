@@ -160,7 +160,12 @@ class ManagementService:
             raise ManagementError(MgmtError.ACCESS_DENIED, f"{user.name} {access} {path}")
 
         handler = getattr(self, f"_{method.lower()}_{found.resource}")
-        await handler(request, send, path, origin, head)
+        try:
+            await handler(request, send, path, origin, head)
+        except IsADirectoryError:
+            # A folder named like a point file (a create with the Slug /a.isml/b.isml makes
+            # /a.isml one) is no point: 404 as for any path without a .isml file, not a 500.
+            raise ManagementError(MgmtError.PUBLISHING_POINT_NOT_FOUND, path) from None
 
     # -- collection --------------------------------------------------------
 

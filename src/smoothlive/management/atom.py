@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 from lxml import etree
@@ -20,6 +21,8 @@ from smoothlive.management.errors import NS_MGMT, ManagementError, MgmtError
 NS_ATOM = "http://www.w3.org/2005/Atom"
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 ATOM_TYPE = "application/atom+xml"
+# What a path keeps unencoded: "/" and the sub-delims, ":" and "@" of RFC 3986 pchar.
+_PATH_SAFE = "/!$&'()*+,;=:@"
 
 # Link titles as the IIS examples write them (the statistics page titles its
 # self link "State"; clients built against IIS see the same text here).
@@ -42,7 +45,11 @@ class Origin:
     host: str
 
     def url(self, point_path: str, resource: str) -> str:
-        return f"{self.scheme}://{self.host}{point_path}/{resource}"
+        # Percent-encoded: a point name may hold '%', '#', spaces or non-ASCII (a Slug of
+        # /%252e%252e/x.isml names the folder "%2e%2e"); written raw, its links and Location
+        # would lead elsewhere (to /../x.isml, or cut at '#'). quote() leaves every other
+        # character of a path segment (RFC 3986 pchar) as it is.
+        return f"{self.scheme}://{self.host}{quote(point_path, safe=_PATH_SAFE)}/{resource}"
 
 
 def _link(href: str, rel: str, resource: str) -> str:

@@ -165,7 +165,8 @@ class Registry:
         """The point's file; MPE_MGMT_PUBLISHING_POINT_NOT_FOUND if there is none."""
         try:
             return self.store.read(path)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # (a folder may be named like a point: it is not one)
             raise ManagementError(MgmtError.PUBLISHING_POINT_NOT_FOUND, path) from None
         except PointFileError as exc:
             raise ManagementError(MgmtError.INTERNAL, str(exc), internal=E_FAIL) from None
