@@ -57,6 +57,20 @@ SETTINGS: tuple[Setting, ...] = (
             "who can reach the server); prefer the variable: a flag shows in ps"),
     Setting("demo", False,
             "create /demo/live.isml and feed it ffmpeg's test signal (make run does)", bool),
+    # Limits that hold against hostile or broken clients (README: Limits and timeouts).
+    Setting("header_timeout", 30.0,
+            "seconds a connection has to send a request's whole head (request line and "
+            "headers), counted from its opening or from the end of the previous answer: "
+            "slow heads and idle connections are closed", float),
+    Setting("max_header_kb", 32,
+            "kilobytes of a request's head: a longer one is answered 431; one that "
+            "arrives at once may pass somewhat over it, never twice", int),
+    Setting("max_connections", 8192,
+            "connections each process serves at once (more wait in the listen queue); "
+            "lowered to what the open-files limit allows", int),
+    Setting("send_timeout", 60.0,
+            "seconds an answer may wait on a client that does not read it (or is gone) "
+            "before the connection is cut (Linux; 0: never)", float),
 )
 
 
@@ -78,6 +92,10 @@ class ServerConfig:
     archive_allow: str = ""
     metrics_token: str = field(default="", repr=False)
     demo: bool = False
+    header_timeout: float = 30.0
+    max_header_kb: int = 32
+    max_connections: int = 8192
+    send_timeout: float = 60.0
 
     @property
     def archive_allow_paths(self) -> tuple[Path, ...]:
@@ -126,6 +144,14 @@ def from_arguments(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("smoothlive: --workers above 1 needs --http-server granian")
     if values["worker_cache_mb"] < 0:
         raise SystemExit("smoothlive: --worker-cache-mb cannot be negative")
+    if not 0.5 <= values["header_timeout"] <= 3600:
+        raise SystemExit("smoothlive: --header-timeout is between 0.5 and 3600 seconds")
+    if not 8 <= values["max_header_kb"] <= 1024:
+        raise SystemExit("smoothlive: --max-header-kb is between 8 and 1024")
+    if values["max_connections"] < 1:
+        raise SystemExit("smoothlive: --max-connections is at least 1")
+    if not 0 <= values["send_timeout"] <= 3600:
+        raise SystemExit("smoothlive: --send-timeout is between 0 (never) and 3600 seconds")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise SystemExit("smoothlive: --tls-cert and --tls-key go together")
     return ServerConfig(**values)

@@ -12,6 +12,12 @@ The line ``smoothlive listening on http://HOST:PORT/`` is printed once the
 socket accepts connections and the application has started (scripts and
 tests wait for it). The first SIGTERM or SIGINT stops gracefully (the
 lifespan shutdown runs); a second one exits at once.
+
+The limits that hold against hostile or broken clients (``--header-timeout``,
+``--max-header-kb``, ``--max-connections``, ``--send-timeout``) are applied
+here, for the owner and (``granian_server``, ``connection_limit``,
+``cut_unread_answers``) for the front processes alike; this module imports
+the application lazily so that fronts can use them without loading it.
 """
 
 from __future__ import annotations
@@ -21,18 +27,24 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from smoothlive.auth.users import ensure_admin
 from smoothlive.config import ServerConfig
-from smoothlive.demo import Demo
-from smoothlive.http.app import App
+
+if TYPE_CHECKING:
+    from smoothlive.http.app import App
 
 log = logging.getLogger("smoothlive")
 
 READY_TIMEOUT = 30.0
 GRACEFUL_SECONDS = 10
+# Open files kept for everything but connections (archive and spool files, logs,
+# pipes, the event loops' own descriptors) when --max-connections is fitted to
+# the open-files limit.
+FILE_RESERVE = 1024
 
 
 def configure_logging(level: str) -> None:
@@ -94,8 +106,52 @@ def _install_signals(stop) -> None:
         loop.add_signal_handler(signum, handler, signum)
 
 
-def _granian(app, config: ServerConfig, port: int = 0, uds: Path | None = None):
-    from granian.constants import Interfaces
+def connection_limit(wanted: int, servers: int = 1) -> int:
+    """Connections each of this process's ``servers`` may hold: ``wanted``, unless the
+    open-files limit cannot hold that many (then fewer, with a warning).
+
+    The soft RLIMIT_NOFILE is raised as far as the hard limit allows first: at
+    the limit, accept() fails with EMFILE and the server would spin on the
+    connections waiting in the listen queue instead of leaving them there.
+    (granian's extension raises it to the hard limit itself when it is loaded;
+    uvicorn does not.)
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX: nothing to fit
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted * servers + FILE_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit not raised to %d: %s", target, exc)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    fits = max(1, (soft - min(FILE_RESERVE, soft // 2)) // servers)
+    if fits < wanted:
+        log.warning("open files limited to %d: at most %d connections per server, not %d "
+                    "(--max-connections)", soft, fits, wanted)
+        return fits
+    return wanted
+
+
+def granian_server(app, config: ServerConfig, *, port: int = 0, uds: Path | None = None,
+                   connections: int):
+    """A granian server of ``app`` with the limits of ``config``: on ``port`` (TLS if
+    configured), or on the Unix socket ``uds``; at most ``connections`` at once.
+
+    HTTP/1.1 only: with HTTP/2 possible granian first reads a new connection's
+    first bytes to tell the two apart, with no timeout, so a connection that
+    never sends anything would be held forever (and over TLS, HTTP/2 would be
+    offered by ALPN with no idle timeout either). The head timeout, from the
+    opening of the connection and from the end of each answer, is also the
+    idle timeout of kept-alive connections. The read buffer bounds the head.
+    """
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
@@ -108,16 +164,83 @@ def _granian(app, config: ServerConfig, port: int = 0, uds: Path | None = None):
         app,
         **where,
         interface=Interfaces.ASGI,
+        http=HTTPModes.http1,
         websockets=False,
         backlog=2048,
+        backpressure=connections,  # granian holds one permit per open connection
         log_enabled=False,
-        http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=1 << 20),
+        http1_settings=HTTP1Settings(
+            header_read_timeout=round(config.header_timeout * 1000),
+            keep_alive=True,
+            max_buffer_size=config.max_header_kb << 10,
+        ),
         **tls,
     )
 
 
+def _set_send_timeout(sock: socket.socket, seconds: float) -> bool:
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None or seconds <= 0:
+        return False
+    sock.setsockopt(socket.IPPROTO_TCP, option, round(seconds * 1000))
+    return True
+
+
+def cut_unread_answers(port: int, seconds: float) -> int:
+    """``--send-timeout`` on this process's listening sockets on ``port``; how many.
+
+    TCP_USER_TIMEOUT (Linux): a connection whose answer stays unread (the
+    client's window closed) or unacknowledged for ``seconds`` is ended by the
+    kernel, and the server sees the error and lets it go; accepted connections
+    inherit it from the listening socket. granian binds its own sockets and
+    has no such setting, so they are found among this process's descriptors.
+    """
+    if seconds <= 0 or getattr(socket, "TCP_USER_TIMEOUT", None) is None:
+        return 0
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    done = 0
+    for name in names:
+        try:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            probe = socket.socket(fileno=os.dup(fd))
+        except (ValueError, OSError):
+            continue
+        with probe:
+            try:
+                if (probe.family in (socket.AF_INET, socket.AF_INET6)
+                        and probe.type == socket.SOCK_STREAM
+                        and probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                        and probe.getsockname()[1] == port
+                        and _set_send_timeout(probe, seconds)):
+                    done += 1
+            except OSError:
+                continue
+    return done
+
+
+async def cut_unread_answers_when_listening(port: int, seconds: float) -> None:
+    """``cut_unread_answers`` once the listening socket exists (bounded wait)."""
+    if seconds <= 0 or getattr(socket, "TCP_USER_TIMEOUT", None) is None:
+        log.info("--send-timeout is not available here: unread answers wait for the client")
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT
+    while not cut_unread_answers(port, seconds):
+        if loop.time() > deadline:
+            log.warning("--send-timeout not set: no listening socket found on port %d", port)
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
-    server = _granian(app, config, port=port)
+    # With fronts, the owner also answers their relayed requests on its socket.
+    connections = connection_limit(config.max_connections, 2 if config.workers > 1 else 1)
+    server = granian_server(app, config, port=port, connections=connections)
     servers = [server]
     fronts = None
     home = None
@@ -128,8 +251,10 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
         home, temporary = run_dir(config.state_dir)
         board = ChangeBoard(home / "board")
         app.registry.on_change = board.changed
+        app.delivery.board = board
         socket_path = home / "owner.sock"
-        servers.append(_granian(OwnerSide(app, board), config, uds=socket_path))
+        servers.append(granian_server(OwnerSide(app, board), config, uds=socket_path,
+                                      connections=connections))
         fronts = Fronts(config, port, socket_path, home / "board")
 
     stopping: list[asyncio.Task[None]] = []
@@ -152,10 +277,16 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
     try:
         if ready in done:
             ready.result()
+            await cut_unread_answers_when_listening(port, config.send_timeout)
+            log.info("limits: head within %g s and %d KB, %d connections, unread answers "
+                     "cut after %g s", config.header_timeout, config.max_header_kb,
+                     connections, config.send_timeout)
             if fronts is not None:
                 await fronts.start()
             print(f"smoothlive listening on {listening_url(config, port)}", flush=True)
             if config.demo:
+                from smoothlive.demo import Demo
+
                 demo = Demo(app.registry, listening_url(config, port))
                 await demo.start()
         await asyncio.gather(*serving)
@@ -177,6 +308,8 @@ def _serve_uvicorn(app: App, config: ServerConfig, port: int) -> None:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
+    _set_send_timeout(sock, config.send_timeout)  # inherited by accepted connections
+    connections = connection_limit(config.max_connections)
     sock.listen(2048)
     url = listening_url(config, sock.getsockname()[1])
 
@@ -198,7 +331,10 @@ def _serve_uvicorn(app: App, config: ServerConfig, port: int) -> None:
 
     uv_config = uvicorn.Config(
         app, loop="uvloop", http="httptools", lifespan="on", log_config=None,
-        access_log=False, server_header=False, timeout_keep_alive=30,
+        access_log=False, server_header=False,
+        # uvicorn has no head timeout and no head size setting: the idle timeout, the
+        # connection limit (503 above it) and the send timeout (on the socket) apply.
+        timeout_keep_alive=config.header_timeout, limit_concurrency=connections,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         ssl_certfile=config.tls_cert or None, ssl_keyfile=config.tls_key or None,
     )
@@ -209,6 +345,9 @@ def _serve_uvicorn(app: App, config: ServerConfig, port: int) -> None:
 
 
 def serve(config: ServerConfig) -> int:
+    from smoothlive.auth.users import ensure_admin
+    from smoothlive.http.app import App
+
     configure_logging(config.log_level)
     app = App(config)
     password = ensure_admin(app.users)

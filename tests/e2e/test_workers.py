@@ -204,6 +204,50 @@ def _count_hits(workers: Server, capture: Path) -> None:
         assert _fragment_requests(http, workers.url) - before == 40
 
 
+def _scrambled(capture: Path, to: Path) -> Path:
+    """The capture with every mdat's bytes changed: same URLs, other media."""
+    to.mkdir()
+    for source in capture.glob("*.ismv"):
+        data = bytearray(source.read_bytes())
+        at = 0
+        while at + 8 <= len(data):
+            size = int.from_bytes(data[at:at + 4], "big")
+            if data[at + 4:at + 8] == b"mdat":
+                for i in range(at + 8, at + size):
+                    data[i] ^= 0x5A
+            at += max(size, 8)
+        (to / source.name).write_bytes(bytes(data))
+    return to
+
+
+def test_a_point_started_again_from_zero_is_not_served_old_fragments(workers, capture,
+                                                                      tmp_path):
+    """An encoder that starts again at time zero reuses every fragment URL: the
+    fronts drop what they kept of the old presentation (its epoch moved)."""
+    point = "/w/again.isml"
+    with operator(workers) as op:
+        assert create(op, point, "<Title>again</Title>").status_code == 201
+        assert set_state(op, point, "Started").status_code == 200
+    _, err = _replay(workers, capture, point, "--rate", "max").communicate(timeout=60)
+    url = f"{workers.url}{point}/QualityLevels(300000)/Fragments(video=0)"
+    with fresh() as http:
+        old = [http.get(url) for _ in range(20)]
+        assert {a.status_code for a in old} == {200}, err
+        assert any(a.headers.get("x-cache") == "hit" for a in old)
+        with operator(workers) as op:
+            wait_for(lambda: state_of(op, point) == "Stopped", 20, "the end of the push")
+            assert set_state(op, point, "Idle").status_code == 200
+            assert set_state(op, point, "Started").status_code == 200
+        scrambled = _scrambled(capture, tmp_path / "scrambled")
+        _, err = _replay(workers, scrambled, point, "--rate", "max").communicate(timeout=60)
+        # A player reads the new manifest first, then the fragments.
+        assert http.get(f"{workers.url}{point}/Manifest").status_code == 200, err
+        new = [http.get(url) for _ in range(20)]
+    assert {a.status_code for a in new} == {200}
+    assert all(a.content != old[0].content for a in new)
+    assert len({a.content for a in new}) == 1
+
+
 def test_management_and_auth_go_through_any_process(workers):
     point = "/w/admin.isml"
     with operator(workers) as op:  # a new connection per request: some land on fronts

@@ -26,8 +26,11 @@ def test_a_change_moves_the_token_and_the_reader_sees_it(tmp_path):
     assert slot == slot_of("/a.isml") and reader.value(slot) == value
     board.changed("/a.isml")
     assert reader.value(slot) == value + 1
-    assert board_header({}, "/a.isml") == []
-    assert board_header({SCOPE_KEY: board}, "/a.isml") == [(HEADER, board.token("/a.isml"))]
+    presentation = ChangeBoard  # any object that takes a weak reference
+    assert board_header(None, {SCOPE_KEY: board}, "/a.isml", presentation) == []
+    assert board_header(board, {}, "/a.isml", presentation) == []
+    assert board_header(board, {SCOPE_KEY: board}, "/a.isml", presentation) == [
+        (HEADER, board.token("/a.isml"))]
 
 
 def test_a_new_board_does_not_repeat_the_values_of_the_last(tmp_path):
@@ -41,7 +44,7 @@ def test_a_new_board_does_not_repeat_the_values_of_the_last(tmp_path):
 
 def test_tokens_that_do_not_parse_are_not_kept():
     assert BoardReader.parse(b"12.34") == (12, 34)
-    for bad in (b"", b"x.1", b"1.", b"-1.2", b"%d.1" % SLOTS):
+    for bad in (b"", b"x.1", b"1.", b"-1.2", b"%d.1" % (2 * SLOTS)):
         assert BoardReader.parse(bad) is None
 
 
@@ -121,3 +124,25 @@ def test_the_socket_goes_to_a_short_private_folder_when_the_state_path_is_long(t
     home, temporary = run_dir(deep)
     assert temporary and len(str(home / "owner.sock")) < 100
     assert oct(home.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_new_presentation_moves_the_epoch_and_fragments_follow_it(tmp_path):
+    board = ChangeBoard(tmp_path / "board")
+    reader = BoardReader(tmp_path / "board")
+
+    class Presentation:  # any object: the board only compares identities
+        pass
+
+    first, second = Presentation(), Presentation()
+    scope = {SCOPE_KEY: board}
+    (_, token), = board_header(board, scope, "/p.isml", first, fragment=True)
+    assert board_header(board, scope, "/p.isml", first, fragment=True) == [(HEADER, token)]
+    slot, value = BoardReader.parse(token)
+    assert slot >= SLOTS and reader.value(slot) == value
+    # A document of a new presentation moves the epoch before any fragment of it,
+    # also when the owner answers a player directly (no front in the scope).
+    assert board_header(board, {}, "/p.isml", second) == []
+    assert reader.value(slot) != value
+    # What a front keeps of a live fragment: as long as the epoch holds.
+    assert keepable([(b"cache-control", b"public, max-age=31536000, immutable"),
+                     (b"x-smoothlive-board", token)], 0.0) == (slot, value, FOREVER)

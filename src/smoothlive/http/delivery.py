@@ -38,7 +38,7 @@ from smoothlive.metrics import (
 from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.pubpoint.presentation import QualityLevel, StoredFragment
 from smoothlive.pubpoint.registry import Registry
-from smoothlive.workers.board import board_header
+from smoothlive.workers.board import ChangeBoard, board_header
 
 log = logging.getLogger("smoothlive.delivery")
 
@@ -133,6 +133,7 @@ class DeliveryService:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._gzipped: dict[int, tuple[int, bytes]] = {}  # id(presentation) -> (version, body)
+        self.board: ChangeBoard | None = None  # with --workers: what fronts may keep
 
     async def __call__(self, request: Request, send: Send, found: DeliveryRoute) -> None:
         started = time.monotonic()
@@ -202,7 +203,7 @@ class DeliveryService:
             return 404
         headers = [*CORS, (b"cache-control", SHORT if presentation.is_live else
                            b"public, max-age=60"), (b"vary", b"accept-encoding"),
-                   *board_header(request.scope, live.path)]
+                   *board_header(self.board, request.scope, live.path, presentation)]
         if "gzip" in (request.header("accept-encoding") or ""):
             key = id(presentation)
             cached = self._gzipped.get(key)
@@ -237,10 +238,10 @@ class DeliveryService:
                           b"text/plain", [*CORS, *NO_STORE], head=head)
             return 412 if due else 404
         level.requests.hit(time.monotonic())
-        return await self._send_fragment(request, send, level, fragment, head,
+        return await self._send_fragment(request, send, live, level, fragment, head,
                                          info_only=found.kind == "fragmentinfo")
 
-    async def _send_fragment(self, request: Request, send: Send, level: QualityLevel,
+    async def _send_fragment(self, request: Request, send: Send, live, level: QualityLevel,
                              fragment: StoredFragment, head: bool, info_only: bool = False
                              ) -> int:
         """The fragment (moof then mdat), or with ``info_only`` its moof alone
@@ -256,6 +257,8 @@ class DeliveryService:
             (b"content-type", FRAGMENT_TYPE.get(level.info.kind, b"video/mp4")),
             (b"cache-control", IMMUTABLE if fragment.complete else SHORT),
             (b"etag", etag),
+            *board_header(self.board, request.scope, live.path, live.presentation,
+                          fragment=True),
         ]
         if request.header("if-none-match") == etag.decode():
             await send({"type": "http.response.start", "status": 304, "headers": headers})

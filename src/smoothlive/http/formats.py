@@ -270,9 +270,10 @@ class FormatsService:
             if found.kind == "playlist":
                 return await self._playlist(request, send, source, found, head)
             if found.kind == "init":
-                return await self._init(send, source, found, head)
+                return await self._init(send, source, found, head, self._epoch(request, source))
             if found.kind == "segment":
-                return await self._segment(send, source, found, head)
+                return await self._segment(send, source, found, head,
+                                           self._epoch(request, source))
             return await self._key(request, send, source, found, head)
         except (BoxError, ValueError) as exc:
             log.error("%s %s: cannot convert: %s", request.method, request.path, exc)
@@ -410,7 +411,8 @@ class FormatsService:
         cache = b"no-store" if hls_no_cache else SHORT_LIVE if source.live else STOPPED
         headers = [*CORS, (b"cache-control", cache), (b"vary", b"accept-encoding")]
         if isinstance(source, _LiveSource):
-            headers += board_header(request.scope, source.point.path)
+            headers += board_header(self.delivery.board, request.scope, source.point.path,
+                                    source.presentation)
         body = document.body
         if "gzip" in (request.header("accept-encoding") or "") and len(body) > 512:
             if document.gzipped is None:
@@ -464,15 +466,16 @@ class FormatsService:
             return None
         return next((t for t in index.tracks if t.bitrate == bitrate), None)
 
-    async def _init(self, send: Send, source: AnySource, found: OutputRoute, head: bool) -> int:
+    async def _init(self, send: Send, source: AnySource, found: OutputRoute, head: bool,
+                    epoch: list[tuple[bytes, bytes]]) -> int:
         info = self._track(source, found.name, found.bitrate)
         if info is None:
             return await self._missing(send, head)
         body = init_segment(info)
-        return await self._send_media(send, [body], "mp4", source, head)
+        return await self._send_media(send, [body], "mp4", source, head, epoch)
 
-    async def _segment(self, send: Send, source: AnySource, found: OutputRoute, head: bool
-                       ) -> int:
+    async def _segment(self, send: Send, source: AnySource, found: OutputRoute, head: bool,
+                       epoch: list[tuple[bytes, bytes]]) -> int:
         info = self._track(source, found.name, found.bitrate)
         if info is None:
             return await self._missing(send, head)
@@ -481,7 +484,7 @@ class FormatsService:
             if piece is None:
                 return await self._missing(send, head, b"no such segment (yet)\n")
             source.hit(found.name, found.bitrate)
-            return await self._send_media(send, [piece], "m4s", source, head)
+            return await self._send_media(send, [piece], "m4s", source, head, epoch)
         segment = None
         listed = source.segmenter.find(found.time) if source.segmenter is not None else None
         if listed is not None:
@@ -515,7 +518,8 @@ class FormatsService:
                     encrypt_segment, data, key, sequence_iv(sequence))
                 self._media.put(cache_key, encrypted)
             pieces = [encrypted]
-        return await self._send_media(send, pieces, "ts" if kind == "ts" else "m4s", source, head)
+        return await self._send_media(send, pieces, "ts" if kind == "ts" else "m4s", source, head,
+                                      epoch)
 
     async def _converted(self, source: AnySource, info: TrackInfo, name: str, at: int,
                          kind: str) -> bytes | None:
@@ -547,15 +551,23 @@ class FormatsService:
         track = ts_tracks([info])[0]
         return await asyncio.to_thread(fragment_packets, track, at, moof, mdat, pcr=True)
 
+    def _epoch(self, request: Request, source: AnySource) -> list[tuple[bytes, bytes]]:
+        """The epoch header of a live point's media, when a front asked (workers/board.py)."""
+        if isinstance(source, _LiveSource):
+            return board_header(self.delivery.board, request.scope, source.point.path,
+                                source.presentation, fragment=True)
+        return []
+
     async def _send_media(self, send: Send, pieces: list[bytes], extension: str,
-                          source: AnySource, head: bool) -> int:
+                          source: AnySource, head: bool, epoch: list[tuple[bytes, bytes]]
+                          ) -> int:
         hls = extension in ("ts",) or (extension == "m4s" and source.hls is not None)
         cache = IMMUTABLE
         if hls and source.hls is not None and not source.hls.allow_caching and extension == "ts":
             cache = b"no-store"
         headers = [*CORS, (b"cache-control", cache),
                    (b"content-type", CONTENT_TYPES[extension]),
-                   (b"content-length", str(sum(len(p) for p in pieces)).encode())]
+                   (b"content-length", str(sum(len(p) for p in pieces)).encode()), *epoch]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if head:
             await send({"type": "http.response.body", "body": b""})

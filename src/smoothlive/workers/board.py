@@ -9,6 +9,12 @@ twice. A front keeps a live manifest with the slot and value the owner
 named when it rendered it, and serves it again while the slot still holds
 that value. Points share slots when there are more points than slots
 (hashing): that costs a needless refetch, never a stale answer.
+
+A second half of the file holds each point's *epoch*: it moves when the
+point's presentation is a new one (a restart, a shutdown and start). A
+fragment is immutable within its presentation only: an encoder that starts
+again from zero sends new media under the old URLs, so a front keeps a
+fragment with its point's epoch and drops it when the epoch moves.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import weakref
 import zlib
 from pathlib import Path
 
@@ -32,6 +39,10 @@ def slot_of(point: str) -> int:
     return zlib.crc32(point.encode()) % SLOTS
 
 
+def epoch_slot_of(point: str) -> int:
+    return SLOTS + slot_of(point)
+
+
 class ChangeBoard:
     """The owner's side: creates the file and writes the slots."""
 
@@ -40,22 +51,40 @@ class ChangeBoard:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.ftruncate(fd, SLOTS * _SLOT.size)
-            self._map = mmap.mmap(fd, SLOTS * _SLOT.size)
+            os.ftruncate(fd, 2 * SLOTS * _SLOT.size)
+            self._map = mmap.mmap(fd, 2 * SLOTS * _SLOT.size)
         finally:
             os.close(fd)
         # Values start at a random point so that two owner runs do not repeat
         # each other's values.
         self._counter = int.from_bytes(os.urandom(4), "little") << 24
+        self._presentations: dict[str, weakref.ref] = {}
+
+    def _write(self, slot: int) -> None:
+        self._counter += 1
+        _SLOT.pack_into(self._map, slot * _SLOT.size, self._counter)
 
     def changed(self, point: str) -> None:
-        self._counter += 1
-        _SLOT.pack_into(self._map, slot_of(point) * _SLOT.size, self._counter)
+        self._write(slot_of(point))
+
+    def _token(self, slot: int) -> bytes:
+        return b"%d.%d" % (slot, _SLOT.unpack_from(self._map, slot * _SLOT.size)[0])
 
     def token(self, point: str) -> bytes:
         """What the owner attaches to a document of ``point``: ``slot.value``."""
-        slot = slot_of(point)
-        return b"%d.%d" % (slot, _SLOT.unpack_from(self._map, slot * _SLOT.size)[0])
+        return self._token(slot_of(point))
+
+    def epoch_token(self, point: str, presentation: object) -> bytes:
+        """What the owner attaches to a fragment of ``presentation``: its point's epoch,
+        moved first if the point's presentation is not the one seen last. (A new
+        presentation also changes the point's documents, so a player learns of it
+        through an answer of the owner's, which moves the epoch.)"""
+        slot = epoch_slot_of(point)
+        seen = self._presentations.get(point)
+        if seen is None or seen() is not presentation:
+            self._presentations[point] = weakref.ref(presentation)
+            self._write(slot)
+        return self._token(slot)
 
     def close(self) -> None:
         self._map.close()
@@ -67,7 +96,7 @@ class BoardReader:
     def __init__(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
-            self._map = mmap.mmap(fd, SLOTS * _SLOT.size, prot=mmap.PROT_READ)
+            self._map = mmap.mmap(fd, 2 * SLOTS * _SLOT.size, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
 
@@ -77,12 +106,21 @@ class BoardReader:
     @staticmethod
     def parse(token: bytes) -> tuple[int, int] | None:
         slot, _, value = token.partition(b".")
-        if not (slot.isdigit() and value.isdigit()) or int(slot) >= SLOTS:
+        if not (slot.isdigit() and value.isdigit()) or int(slot) >= 2 * SLOTS:
             return None
         return int(slot), int(value)
 
 
-def board_header(scope: dict, point: str) -> list[tuple[bytes, bytes]]:
-    """The token header for a live document of ``point``, when a front asked."""
-    board = scope.get(SCOPE_KEY)
-    return [(HEADER, board.token(point))] if board is not None else []
+def board_header(board: ChangeBoard | None, scope: dict, point: str, presentation: object,
+                 *, fragment: bool = False) -> list[tuple[bytes, bytes]]:
+    """For an answer about ``presentation`` of ``point``: move the point's epoch if
+    the presentation is new (whoever asks: a player that reads the new manifest
+    from the owner directly must not then get old fragments from a front), and,
+    when a front asked, the token header: the epoch for a fragment, the change
+    token for a document."""
+    if board is None:
+        return []
+    epoch = board.epoch_token(point, presentation)
+    if scope.get(SCOPE_KEY) is None:
+        return []
+    return [(HEADER, epoch if fragment else board.token(point))]

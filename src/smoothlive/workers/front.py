@@ -4,7 +4,8 @@ What a front may keep is what the owner's answers say:
 
 * a 200 whose Cache-Control says ``immutable`` (a fragment that names its
   successors, an HLS or DASH segment, an archived fragment) until the cache
-  is full (least recently used goes first);
+  is full (least recently used goes first), and a live one only while its
+  point's epoch on the board holds (a new presentation reuses URLs);
 * a 200 that carries the owner's ``x-smoothlive-board`` token (a live
   manifest, playlist or MPD) while the point's slot on the change board
   still holds that token and its max-age has not passed.
@@ -30,6 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from smoothlive.config import SETTINGS, ServerConfig
 from smoothlive.http.messages import Receive, Scope, Send, respond
 from smoothlive.workers.board import BoardReader
 from smoothlive.workers.owner import HITS_PATH
@@ -48,6 +50,8 @@ HITS_EVERY = 1.0  # seconds between reports of cache hits to the owner
 MAX_ENTRY = 16 << 20  # bytes: larger answers are relayed, not kept
 _MAX_AGE = re.compile(rb"max-age=(\d+)")
 FOREVER = float("inf")
+# The owner's settings a front applies too (the owner passes them: Fronts in owner.py).
+LIMITS = ("header_timeout", "max_header_kb", "max_connections", "send_timeout")
 
 
 @dataclass(slots=True)
@@ -79,7 +83,7 @@ class FrontCache:
                                 self.board.value(entry.slot) != entry.value):
             self._drop(key)
             return None
-        if entry.slot < 0:
+        if entry.expires == FOREVER:
             self._entries.move_to_end(key)
         return entry
 
@@ -125,6 +129,8 @@ def keepable(headers: list[tuple[bytes, bytes]], now: float) -> tuple[int, int, 
     parsed = BoardReader.parse(token)
     if parsed is None:
         return None
+    if b"immutable" in control:  # a live fragment: as long as its point's epoch holds
+        return parsed[0], parsed[1], FOREVER
     age = _MAX_AGE.search(control)
     return parsed[0], parsed[1], now + (int(age.group(1)) if age else 1)
 
@@ -250,19 +256,21 @@ def _die_with_parent() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from granian.constants import Interfaces
-    from granian.http import HTTP1Settings
-    from granian.server.embed import Server
+    # The owner's limits, applied by the same code (smoothlive.server imports no
+    # application): a front holds its clients' connections and as many to the owner.
+    from smoothlive.server import (
+        connection_limit,
+        cut_unread_answers_when_listening,
+        granian_server,
+    )
 
     app = FrontApp(Upstream(Path(args.owner_socket)),
                    FrontCache(args.cache_mb << 20, BoardReader(Path(args.board))))
-    server = Server(
-        app, address=args.host, port=args.port, interface=Interfaces.ASGI, websockets=False,
-        backlog=2048, log_enabled=False,
-        http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=1 << 20),
-        ssl_cert=Path(args.tls_cert) if args.tls_cert else None,
-        ssl_key=Path(args.tls_key) if args.tls_key else None,
-    )
+    limits = ServerConfig(
+        host=args.host, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        **{name: getattr(args, name) for name in LIMITS})
+    server = granian_server(app, limits, port=args.port,
+                            connections=connection_limit(limits.max_connections, 2))
     loop = asyncio.get_running_loop()
     owner = os.getppid()
 
@@ -279,11 +287,14 @@ async def _serve(args: argparse.Namespace) -> None:
         stop()
 
     watcher = asyncio.create_task(watch_owner())
+    tuning = asyncio.create_task(cut_unread_answers_when_listening(args.port,
+                                                                   limits.send_timeout))
     print("front ready", flush=True)
     try:
         await server.serve()
     finally:
         watcher.cancel()
+        tuning.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-key", default="")
     parser.add_argument("--cache-mb", type=int, default=256)
     parser.add_argument("--log-level", default="info")
+    for setting in SETTINGS:
+        if setting.name in LIMITS:
+            parser.add_argument(setting.flag, dest=setting.name, type=setting.type,
+                                default=setting.default)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[front]: %(message)s")

@@ -109,6 +109,10 @@ class Fronts:
             "--owner-socket", str(socket), "--board", str(board),
             "--host", config.host, "--port", str(port),
             "--cache-mb", str(config.worker_cache_mb), "--log-level", config.log_level,
+            "--header-timeout", str(config.header_timeout),
+            "--max-header-kb", str(config.max_header_kb),
+            "--max-connections", str(config.max_connections),
+            "--send-timeout", str(config.send_timeout),
         ]
         if config.tls_cert:
             self.command += ["--tls-cert", config.tls_cert, "--tls-key", config.tls_key]
