@@ -58,7 +58,7 @@ run: $(STAMP) web
 	$(BIN)/smoothlive serve --demo
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests bench soak
+	$(BIN)/ruff check src tests bench soak fuzz
 
 test: $(TEST_STAMP) lint
 	$(BIN)/pytest -q

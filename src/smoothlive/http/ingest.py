@@ -132,9 +132,12 @@ class IngestService:
 
     async def _refuse(self, send: Send, exc: ManagementError) -> int:
         ERRORS.inc((exc.error.symbol,))
-        headers = []
+        # Refused before any of the body is read: the connection cannot carry another
+        # request after it, and a client not told so sends its next one there (to find
+        # it closed by the server, without an answer).
+        headers = [(b"connection", b"close")]
         if exc.error is MgmtError.AUTHENTICATION_IS_REQUIRED:
-            headers = self.authenticator.challenge_headers(stale=exc.detail == "stale")
+            headers += self.authenticator.challenge_headers(stale=exc.detail == "stale")
         await respond(send, exc.error.status, error_body(exc.error, exc.internal), ERROR_TYPE,
                       headers)
         return exc.error.status
@@ -156,14 +159,20 @@ class IngestService:
                     arrived = time.monotonic()  # the last byte of any fragment this completes
                     stream.bytes += len(chunk)
                     stream.chunks += 1
-                    for event in parser.feed(chunk):
+                    try:
+                        events = parser.feed(chunk)
+                    except BoxError as exc:
+                        # The fragments this chunk completed before the fault are stored
+                        # all the same: what is kept must not depend on the chunking.
+                        events, failure = getattr(exc, "events", []), str(exc)
+                    for event in events:
                         if isinstance(event, Fragment):
                             await point.fragment(stream, event.data, arrived)
                         elif isinstance(event, Movie):
                             point.movie(stream, event.tracks)
                         elif isinstance(event, EndOfStream):
                             ended = True
-                    if stream.stopped:
+                    if failure is not None or stream.stopped:
                         break
                 if not message.get("more_body"):
                     parser.close()
@@ -173,12 +182,21 @@ class IngestService:
             failure = str(exc)
         except ValueError as exc:  # a track the presentation cannot take
             failure = str(exc)
+        except Exception:
+            # A fault of ours, not of the stream (logged with its traceback by the server,
+            # a 500): the stream is closed all the same, or the point would wait for it
+            # forever (never Stopped, its chunks never listed while it "feeds" a level).
+            await point.close_stream(stream, ended=False)
+            raise
         if failure is not None:
+            failure = _one_line(failure)
             log.error("%s Streams(%s) from %s: corrupt stream, ended: %s",
                       path, found.stream_id, source, failure)
             await point.close_stream(stream, ended=False)
+            # The rest of the body is left unread: the connection cannot carry another
+            # request, and the client must be told so, or it sends its next one there.
             await respond(send, 400, f"corrupt stream: {failure}\n".encode(),
-                          b"text/plain; charset=utf-8")
+                          b"text/plain; charset=utf-8", [(b"connection", b"close")])
             return 400
         await point.close_stream(stream, ended=ended)
         log.info("%s Streams(%s) from %s: %s after %d fragments, %d bytes in %d chunks",
@@ -187,3 +205,10 @@ class IngestService:
                  stream.fragments, stream.bytes, stream.chunks)
         await respond(send, 200)
         return 200
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """An error message fit for one log line and a short 400 body: what came from the
+    stream (box types, manifest names) may hold line breaks and controls, or be long."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

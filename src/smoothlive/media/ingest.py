@@ -48,6 +48,15 @@ DEFAULT_MAX_MDAT_SIZE = 64 << 20
 _COALESCE = 64 << 10  # chunks smaller than this are copied together
 _KEPT = (b"ftyp", b"moov", b"moof", b"mdat", b"mfra")
 
+# Fragment times and ends must fit the signed 64-bit times of TfxdBox and TfrfBox
+# version 1 (MS-SSTR 2.2.4.4-5): the presentation writes them into the moofs it
+# serves once the fragment is stored, where a failure would poison the level.
+_MIN_TIME, _END_TIME = -(1 << 63), 1 << 63
+# The largest moof-relative trun data_offset: a stored moof gets a TfrfBox (and may
+# be re-stamped), and its data offsets move by what that adds; they must still fit
+# the 32-bit signed field (fragments.py raises otherwise, after the store).
+_MAX_DATA_OFFSET = (1 << 31) - 1 - (64 << 10)
+
 
 @dataclass(frozen=True, slots=True)
 class StreamHeader:
@@ -111,7 +120,10 @@ class IngestParser:
     """Parses one encoder POST body incrementally (see the module docstring).
 
     ``feed`` and ``close`` raise :class:`BoxError` for a malformed or
-    out-of-order stream; after an error the parser stays failed.
+    out-of-order stream; after an error the parser stays failed. The error
+    raised by ``feed`` carries, as ``events``, the events that the same chunk
+    completed before the fault, so that what comes out never depends on how
+    the body was cut into chunks (``[]`` on ``close`` and on a failed parser).
     """
 
     __slots__ = (
@@ -172,7 +184,7 @@ class IngestParser:
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Take the next chunk of the body; the events it completes, in order."""
         if self._error is not None:
-            raise self._error
+            raise _again(self._error)
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
@@ -203,15 +215,15 @@ class IngestParser:
                     if not self._remaining:
                         self._finish_box(events)
         except BoxError as exc:
-            self._fail(exc)
+            self._fail(exc, events)
         except (struct.error, IndexError, OverflowError) as exc:  # a bounds check we missed
-            self._fail(BoxError(f"malformed box: {exc}"))
+            self._fail(BoxError(f"malformed box: {exc}"), events)
         return events
 
     def close(self) -> list[Event]:
         """The body ended: BoxError if it ended inside a box or after a moof with no mdat."""
         if self._error is not None:
-            raise self._error
+            raise _again(self._error)
         if self._box is not None:
             box = self._box
             got = box.size - self._remaining
@@ -226,9 +238,14 @@ class IngestParser:
 
     # -- box assembly --------------------------------------------------------------------------
 
-    def _fail(self, error: BoxError) -> None:
+    def _fail(self, error: BoxError, events: list[Event] | None = None) -> None:
+        text = str(error)
+        if not text.isprintable():  # lxml's messages hold line breaks, box types anything
+            error.args = ("".join(c if c.isprintable() else repr(c)[1:-1] for c in text),)
+        error.events = events or []  # type: ignore[attr-defined]
         self._error = error
         self._pieces, self._small, self._header = [], bytearray(), bytearray()
+        self._box, self._pending = None, None
         raise error
 
     def _start_box(self, events: list[Event]) -> None:
@@ -308,6 +325,11 @@ class IngestParser:
             return
         if not tracks:
             raise BoxError("the moov has no video, audio or text track")
+        for info in tracks:
+            # The Live Server Manifest may say timescale 0 (or more than 32 bits) where
+            # the mdhd cannot: every output divides by it and writes it in 32 bits.
+            if not 0 < info.timescale <= 0xFFFFFFFF:
+                raise BoxError(f"track {info.track_id} has timescale {info.timescale}")
         states: dict[int, _Track] = {}
         for info in tracks:
             state = _Track(info)
@@ -340,6 +362,14 @@ class IngestParser:
             if time is None:
                 time = state.next_time
             duration = fragment.samples_duration(state.default_duration)
+        if not _MIN_TIME <= time <= time + duration < _END_TIME:
+            raise BoxError(
+                f"fragment at {time} for {duration} does not fit 64-bit signed times")
+        if fragment.tfhd.moof_relative:
+            for _, run in fragment.truns:
+                if run.data_offset is not None and not 0 <= run.data_offset <= min(
+                        len(moof) + self.max_mdat_size, _MAX_DATA_OFFSET):
+                    raise BoxError(f"trun data_offset {run.data_offset} is not in the fragment")
         flags = fragment.first_sample_flags(state.default_flags)
         keyframe = not flags & SAMPLE_IS_NON_SYNC
         self._pending = _Pending(moof, track_id, time, duration, keyframe, ignored=False)
@@ -368,10 +398,20 @@ class IngestParser:
         )
 
 
+def _again(error: BoxError) -> BoxError:
+    """The error of a failed parser, raised again without the events it first carried."""
+    again = BoxError(*error.args)
+    again.events = []  # type: ignore[attr-defined]
+    return again
+
+
 def _name(box: BoxHeader) -> str:
     if box.usertype is not None:
         return f"uuid {box.usertype.hex()}"
-    return box.type.decode("latin-1")
+    name = box.type.decode("latin-1")
+    # A type read from garbage may hold line breaks or controls: escaped, it cannot
+    # forge a line of the log or of the 400 body the message ends up in.
+    return name if name.isprintable() else repr(box.type)
 
 
 def _all_track_ids(moov: bytes) -> set[int]:
