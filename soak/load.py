@@ -13,7 +13,8 @@ the fragment before the newest of one video bitrate and of the audio.
 A management client reads a state, a point's statistics or the whole list
 every second. At the end the encoders stop, and every fragment any of them
 reported sent must be in the point's archives. Results go to
-soak/results/load.json (RSS every 10 s: the memory curve).
+soak/results/load.json (RSS every 10 s: the memory curve); the run's files
+are removed at the end unless SMOOTHLIVE_BENCH_KEEP is set.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def archived_times(root: Path, point: str) -> set[int]:
 
 async def soak(minutes: float, count: int, players: int, seed: int) -> dict:
     rng = random.Random(seed)
-    capture = capture_dir()
+    capture = capture_dir(small=True)  # 4 small bitrates: 5 GB of archives in 30 minutes
     work = workdir("soak")
     points = [f"/soak/ch{n}.isml" for n in range(1, count + 1)]
     with Smoothlive(work, ("--reconnect-grace", str(GRACE), "--workers", "2")) as server:

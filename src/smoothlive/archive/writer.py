@@ -127,7 +127,7 @@ class ArchiveWriter:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
                 try:
-                    _write_all(fd, [header])
+                    write_all(fd, [header])
                 except OSError:
                     os.close(fd)
                     raise
@@ -150,7 +150,7 @@ class ArchiveWriter:
             return None
         with self._lock:
             try:
-                _write_all(file.fd, [moof, mdat])
+                write_all(file.fd, [moof, mdat])
             except OSError as exc:
                 # Cut back to the last whole fragment: the file stays valid.
                 with contextlib.suppress(OSError):
@@ -188,7 +188,7 @@ class ArchiveWriter:
             for file in self._files.values():
                 try:
                     entries = sorted(file.entries)
-                    _write_all(file.fd, [mfra_box(file.info.track_id, entries)])
+                    write_all(file.fd, [mfra_box(file.info.track_id, entries)])
                     os.fsync(file.fd)
                 except OSError as exc:
                     # No half mfra: the file ends after its last whole fragment, as
@@ -216,8 +216,9 @@ class ArchiveWriter:
                                str(self.ism_path)) from None
 
 
-def _write_all(fd: int, parts: list[bytes]) -> None:
-    """writev until every byte is with the OS (a short write is possible near a full disk)."""
+def write_all(fd: int, parts: list[bytes]) -> None:
+    """writev until every byte is with the OS (a short write is possible near a full
+    disk); the spool writes its fragments with it too."""
     views = [memoryview(p) for p in parts if p]
     while views:
         written = os.writev(fd, views)
@@ -390,7 +391,7 @@ def _repair(path: Path) -> bool:
         os.lseek(fd, index.end, os.SEEK_SET)
         for track_id, fragments in index.tracks.items():
             entries = list(zip(fragments.times, fragments.offsets, strict=True))
-            _write_all(fd, [mfra_box(track_id, entries)])
+            write_all(fd, [mfra_box(track_id, entries)])
             break  # one track per file
         os.fsync(fd)
     return True

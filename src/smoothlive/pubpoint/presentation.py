@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smoothlive.archive.writer import write_all
 from smoothlive.management.statistics import RateMeter
 from smoothlive.media.fragments import retimed, with_lookahead
 from smoothlive.media.model import FragmentData, TrackInfo
@@ -141,17 +142,8 @@ class QualityLevel:
         cut back to where it ended (a short write is possible near a full disk)."""
         assert self._spool is not None
         fd = self._spool.fileno()
-        views = [memoryview(moof), memoryview(mdat)]
         try:
-            while views:
-                written = os.writev(fd, views)
-                if written == 0:
-                    raise OSError(28, "No space left on device")
-                while views and written >= len(views[0]):
-                    written -= len(views[0])
-                    views.pop(0)
-                if views and written:
-                    views[0] = views[0][written:]
+            write_all(fd, [moof, mdat])
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self._spool_size)
