@@ -312,8 +312,12 @@ def observe_requests(output: str, status: int, count: int, seconds: float) -> No
     """``count`` answered requests that took ``seconds`` in all (a front's cache
     hits, reported once a second): each is counted at their mean duration."""
     mean = seconds / count
-    for _ in range(count):
-        observe_request(output, status, mean)
+    observe_request(output, status, mean)  # makes the series if they are new
+    if count > 1:  # the rest at once: a front may report thousands a second
+        _REQUEST_COUNTS[(output, status)] += count - 1
+        series = _REQUEST_SERIES[output]
+        series[bisect_left(_REQUEST_BOUNDS, mean)] += count - 1
+        series[-1] += mean * (count - 1)
 
 
 def observe_request(output: str, status: int, seconds: float) -> None:

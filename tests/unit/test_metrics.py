@@ -7,6 +7,7 @@ is installed); the end-to-end tests read the server's /metrics with it.
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import re
 import time
@@ -30,6 +31,7 @@ from smoothlive.metrics import (
     escape_label,
     format_value,
     observe_request,
+    observe_requests,
     summarize,
 )
 from smoothlive.pubpoint.live import LivePoint
@@ -214,6 +216,16 @@ def test_a_request_moves_its_counter_and_its_duration_histogram():
     assert REQUEST_DURATION.count(("unit_output",)) - before[1] == 3
     series = REQUEST_DURATION.series[("unit_output",)]
     assert (series[0], series[REQUEST_DURATION.bounds.index(0.005)], series[-2]) == (1, 1, 1)
+
+
+def test_a_fronts_hits_count_each_at_their_mean_duration():
+    observe_requests("unit_hits", 200, 4, 0.008)  # new series: made by the first
+    observe_requests("unit_hits", 200, 1, 0.5)
+    assert REQUESTS.get(("unit_hits", 200)) == 5
+    assert REQUEST_DURATION.count(("unit_hits",)) == 5
+    series = REQUEST_DURATION.series[("unit_hits",)]
+    assert series[bisect.bisect_left(REQUEST_DURATION.bounds, 0.002)] == 4  # 2 ms each
+    assert abs(series[-1] - 0.508) < 1e-9  # the sum of durations
 
 
 def test_percentiles_of_a_window():

@@ -148,14 +148,18 @@ class DeliveryService:
         """Requests a front answered from its cache: counted as if answered here."""
         output = SMOOTH_MANIFEST if found.kind == "manifest" else SMOOTH_FRAGMENT
         observe_requests(output, 200, count, seconds)
-        if found.kind == "manifest":
-            return
+        if found.kind != "manifest":
+            self.count_hits(found.point, found.name, found.bitrate, count)
+
+    def count_hits(self, point: str, name: str, bitrate: int, count: int) -> None:
+        """``count`` requests for media of a QualityLevel (its RequestRate), answered
+        by a front; nothing if the point or level is gone meanwhile."""
         try:
-            live = self.registry.live(point_path(found.point, decode=False))
-            level = live.presentation.find(found.name, found.bitrate, found.time)[0] \
-                if live is not None else None
-        except (InvalidPointPath, KeyError):
+            live = self.registry.live(point_path(point, decode=False))
+        except InvalidPointPath:
             return
+        index = live.presentation.stream_indexes.get(name) if live is not None else None
+        level = index.level(bitrate) if index is not None else None
         if level is not None:
             level.requests.hit(time.monotonic(), count)
 

@@ -77,7 +77,6 @@ from smoothlive.outputs.formats import (
 from smoothlive.outputs.segments import Segmenter, segments_of
 from smoothlive.outputs.smooth import ManifestView
 from smoothlive.pubpoint.live import LivePoint
-from smoothlive.pubpoint.paths import InvalidPointPath, point_path
 from smoothlive.workers.board import board_header
 
 log = logging.getLogger("smoothlive.formats")
@@ -244,16 +243,8 @@ class FormatsService:
     def account(self, found: OutputRoute, count: int, seconds: float) -> None:
         """Requests a front answered from its cache: counted as if answered here."""
         observe_requests(_output_of(found), 200, count, seconds)
-        if found.kind != "segment" or found.archive:
-            return
-        try:
-            live = self.delivery.registry.live(point_path(found.point, decode=False))
-        except InvalidPointPath:
-            return
-        index = live.presentation.stream_indexes.get(found.name) if live is not None else None
-        level = index.level(found.bitrate) if index is not None else None
-        if level is not None:
-            level.requests.hit(time.monotonic(), count)
+        if found.kind == "segment" and not found.archive:
+            self.delivery.count_hits(found.point, found.name, found.bitrate, count)
 
     async def _serve(self, request: Request, send: Send, found: OutputRoute) -> int:
         """The answer; returns its status (for the metrics)."""
