@@ -282,6 +282,10 @@ INGEST_DUPLICATES = REGISTRY.counter(
     "smoothlive_ingest_duplicates_total",
     "Fragments dropped because the track already had one at that time "
     "(resends, redundant encoders).", TRACK_LABELS)
+INGEST_LATE = REGISTRY.counter(
+    "smoothlive_ingest_late_total",
+    "Fragments stored after a later fragment of their track (out of order): listed "
+    "in place when they fill a hole.", TRACK_LABELS)
 PUBLISH_LATENCY = REGISTRY.histogram(
     "smoothlive_publish_latency_seconds",
     "From the last byte of a fragment received to its chunk listed in the manifest.",

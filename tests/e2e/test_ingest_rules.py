@@ -275,3 +275,64 @@ def client_for(srv) -> httpx.Client:
     return httpx.Client(base_url=srv.url, headers={"Authorization": f"Basic {token}"},
                         timeout=20)
 
+
+
+def _pieces(capture: bytes) -> tuple[bytes, list[tuple[bytes, int]], bytes]:
+    """(ftyp+moov, [(moof+mdat, tfxd time)], the rest) of a capture, in order."""
+    boxes = [(h.type, capture[h.offset:h.end]) for h in iter_boxes(capture)]
+    first = next(i for i, (kind, _) in enumerate(boxes) if kind == b"moof")
+    fragments, i = [], first
+    while i < len(boxes) and boxes[i][0] == b"moof":
+        moof, mdat = boxes[i][1], boxes[i + 1][1]
+        fragments.append((moof + mdat, read_moof(moof).tfxd_time))
+        i += 2
+    return (b"".join(data for _, data in boxes[:first]), fragments,
+            b"".join(data for _, data in boxes[i:]))
+
+
+def _video_pieces(fragments: list[tuple[bytes, int]]) -> list[int]:
+    """Positions of the video fragments (their times are whole seconds from zero)."""
+    return [i for i, (_, time) in enumerate(fragments) if time % SECOND == 0 and time < 1 << 63]
+
+
+def test_a_fragment_sent_out_of_order_is_listed_in_place(server, operator, point):
+    head, fragments, tail = _pieces(HIGH)
+    video = _video_pieces(fragments)
+    second, third = video[1], video[2]
+    fragments[second], fragments[third] = fragments[third], fragments[second]
+    response = push(f"{server.url}{point}/Streams(ch1-300k)",
+                    head + b"".join(data for data, _ in fragments) + tail)
+    assert response.status_code == 200, response.text
+    index = stream_index(manifest(operator, point), "video")
+    assert chunk_times(index) == [(i * SECOND, SECOND) for i in range(4)]
+    late = operator.get(f"{point}/QualityLevels(300000)/Fragments(video={SECOND})")
+    assert late.status_code == 200 and tfxd_time(late.content) == (SECOND, SECOND)
+    mpd = operator.get(f"{point}/Manifest(format=mpd-time-csf)").text
+    assert f'<S t="{SECOND}"' not in mpd and f'<S t="{2 * SECOND}"' not in mpd
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    late_line = next(line for line in metrics.splitlines()
+                     if line.startswith("smoothlive_ingest_late_total{")
+                     and 'stream_index="video"' in line and point.strip("/") in line)
+    assert late_line.endswith(" 1")
+
+
+def test_a_missing_fragment_is_a_gap_in_every_format(server, operator, point):
+    head, fragments, tail = _pieces(HIGH)
+    missing = _video_pieces(fragments)[2]
+    del fragments[missing]
+    response = push(f"{server.url}{point}/Streams(ch1-300k)",
+                    head + b"".join(data for data, _ in fragments) + tail)
+    assert response.status_code == 200, response.text
+    index = stream_index(manifest(operator, point), "video")
+    assert chunk_times(index) == [(0, SECOND), (SECOND, SECOND), (3 * SECOND, SECOND)]
+    assert index.findall("c")[-1].get("t") == str(3 * SECOND)
+    assert len(chunk_times(stream_index(manifest(operator, point), "audio"))) == 4
+    assert operator.get(
+        f"{point}/QualityLevels(300000)/Fragments(video={2 * SECOND})").status_code == 404
+    mpd = operator.get(f"{point}/Manifest(format=mpd-time-csf)").text
+    assert f'<S t="{3 * SECOND}"' in mpd
+    playlist = operator.get(f"{point}/QualityLevels(300000)/Manifest(video,format=m3u8-aapl)"
+                            ".m3u8").text
+    lines = playlist.splitlines()
+    after = lines.index(f"Fragments(video={3 * SECOND},format=m3u8-aapl).ts")
+    assert "#EXT-X-DISCONTINUITY" in lines[after - 3:after], playlist

@@ -5,6 +5,8 @@ Fed with the video track of a real ffmpeg ingest capture (1-second fragments).
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from pathlib import Path
 
 from smoothlive.pubpoint.presentation import ManifestSettings, Presentation
@@ -81,3 +83,90 @@ def test_beyond_the_live_cache_only_the_index_stays_and_moofs_read_back_the_same
         assert moof == served[time]
         data = next(d for d in VIDEO_FRAGMENTS if d.time == time)
         assert mdat == data.mdat and received == data.moof
+
+
+def _two_bitrates(tmp_path: Path):
+    """One point fed two video bitrates at once (the same capture at both)."""
+    presentation = Presentation(ManifestSettings(), tmp_path / "spool")
+    high = presentation.level_for(VIDEO)
+    low = presentation.level_for(replace(VIDEO, bitrate=VIDEO.bitrate // 2))
+    high.feeders = low.feeders = 1
+    return presentation, high, low
+
+
+def _listed(presentation: Presentation, level) -> list[int]:
+    return [time for time, _ in presentation.index_of(level).chunks]
+
+
+ALL = [d.time for d in VIDEO_FRAGMENTS]
+
+
+def test_a_fragment_that_comes_late_is_listed_in_place(tmp_path):
+    presentation, level = _fed(tmp_path)
+    first, second, *rest = VIDEO_FRAGMENTS
+    for data in [first, *rest]:
+        presentation.add_fragment(level, data, 0)
+    assert second.time not in _listed(presentation, level)  # a gap while it is missing
+    version = presentation.version
+    presentation.add_fragment(level, second, 0)
+    assert _listed(presentation, level) == ALL
+    assert presentation.version > version  # every cached document renders again
+    assert level.late == 1
+    # The fragment before it now names it as its successor.
+    assert level.following(first.time)[0] == (second.time, second.duration)
+    assert b'<c t="0"' in presentation.manifest() and b' t="' not in presentation.manifest()[
+        presentation.manifest().index(b'<c t="0"') + 8:]
+
+
+def test_a_missing_fragment_is_a_gap_and_the_next_one_carries_its_time(tmp_path):
+    presentation, level = _fed(tmp_path)
+    missing = VIDEO_FRAGMENTS[2]
+    for data in VIDEO_FRAGMENTS:
+        if data is not missing:
+            presentation.add_fragment(level, data, 0)
+    assert _listed(presentation, level) == [t for t in ALL if t != missing.time]
+    after = VIDEO_FRAGMENTS[3].time
+    assert f'<c t="{after}"'.encode() in presentation.manifest()
+
+
+def test_a_time_one_bitrate_skipped_is_a_gap_for_all_not_a_stall(tmp_path):
+    presentation, high, low = _two_bitrates(tmp_path)
+    skipped = VIDEO_FRAGMENTS[1]
+    for data in VIDEO_FRAGMENTS:
+        presentation.add_fragment(high, data, 0)
+        if data is not skipped:
+            presentation.add_fragment(low, data, 0)
+    assert _listed(presentation, high) == [t for t in ALL if t != skipped.time]
+    presentation.add_fragment(low, skipped, 0)  # it was only late
+    assert _listed(presentation, high) == ALL
+
+
+def test_a_chunk_waits_for_a_bitrate_that_has_not_reached_it(tmp_path):
+    presentation, high, low = _two_bitrates(tmp_path)
+    for data in VIDEO_FRAGMENTS:
+        presentation.add_fragment(high, data, 0)
+    presentation.add_fragment(low, VIDEO_FRAGMENTS[0], 0)
+    assert _listed(presentation, high) == ALL[:1]
+
+
+def test_a_fragment_overlapping_listed_chunks_is_stored_but_never_listed(tmp_path):
+    """A redundant encoder whose fragment boundaries differ (half a fragment off)."""
+    presentation, level = _fed(tmp_path)
+    off = VIDEO_FRAGMENTS[1]
+    for data in VIDEO_FRAGMENTS:
+        presentation.add_fragment(level, data, 0)
+        if data is off:  # ahead of the live edge, and behind it
+            assert presentation.add_fragment(level, off, off.duration // 2) is not None
+    assert presentation.add_fragment(level, VIDEO_FRAGMENTS[0], off.duration // 2) is not None
+    assert _listed(presentation, level) == ALL
+    chunks = presentation.index_of(level).chunks
+    assert all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(chunks))
+
+
+def test_a_late_fragment_out_of_the_dvr_window_is_not_listed(tmp_path):
+    presentation, level = _fed(tmp_path, window=2 * SECOND)
+    first, *rest = VIDEO_FRAGMENTS
+    for data in rest:
+        presentation.add_fragment(level, data, 0)
+    presentation.add_fragment(level, first, 0)
+    assert first.time not in _listed(presentation, level)

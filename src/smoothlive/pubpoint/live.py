@@ -63,6 +63,7 @@ from smoothlive.metrics import (
     INGEST_BYTES,
     INGEST_DUPLICATES,
     INGEST_FRAGMENTS,
+    INGEST_LATE,
     PUBLISH_LATENCY,
     LatencySummary,
     summarize,
@@ -221,7 +222,7 @@ class LivePoint:
             stream.levels[info.track_id] = level
             if level not in self._track_keys:  # its series exist from now on, at zero
                 key = self._track_keys[level] = (self.path, level.stream_index, level.bitrate)
-                for counter in (INGEST_FRAGMENTS, INGEST_BYTES, INGEST_DUPLICATES):
+                for counter in (INGEST_FRAGMENTS, INGEST_BYTES, INGEST_DUPLICATES, INGEST_LATE):
                     counter.inc(key, 0)
             self._archive_track(stream, level)
         self._halt_if_failed()
@@ -239,7 +240,7 @@ class LivePoint:
         stream.first_seen.add(data.track_id)
         offset = self.presentation.admit_time(level, data.time, first)
         version = self.presentation.version
-        duplicates = level.duplicates
+        duplicates, late = level.duplicates, level.late
         try:
             stored = self.presentation.add_fragment(
                 level, data, offset, time.monotonic() if arrived is None else arrived)
@@ -254,6 +255,8 @@ class LivePoint:
         INGEST_BYTES.inc(key, data.size)
         if level.duplicates != duplicates:
             INGEST_DUPLICATES.inc(key)
+        if level.late != late:
+            INGEST_LATE.inc(key)
         if self.presentation.version != version:
             self._published(self.presentation.index_of(level))
             self.on_change()  # before any await: no cache may serve the old list after this
@@ -571,7 +574,7 @@ class LivePoint:
         self.presentation.close()
         shutil.rmtree(self.spool_dir, ignore_errors=True)
         for key in self._track_keys.values():  # its series go with its presentation
-            for counter in (INGEST_FRAGMENTS, INGEST_BYTES, INGEST_DUPLICATES):
+            for counter in (INGEST_FRAGMENTS, INGEST_BYTES, INGEST_DUPLICATES, INGEST_LATE):
                 counter.remove(key)
         self._track_keys.clear()
 

@@ -15,7 +15,14 @@ end of the timeline with a discontinuity, so no manifest ever carries a
 negative, wrapped or backwards time.
 
 A chunk is listed in its StreamIndex once every QualityLevel being fed has
-it (so a player may switch bitrate at any listed chunk). Everything a
+it (so a player may switch bitrate at any listed chunk). A time one fed
+QualityLevel skipped (it already has later fragments) is a gap for all, not
+a stall; a fragment that arrives late, after later ones were listed, is
+listed in place once every fed QualityLevel has it, as long as it fits the
+hole it fills (one overlapping listed chunks, from an encoder whose fragment
+boundaries differ, is stored but never listed). HLS segments never change
+once listed (RFC 8216 §6.2.2), so a late chunk falls between them and HLS
+keeps the gap; Smooth and DASH list it. Everything a
 request needs is computed once per fragment, not per request: the fragment
 as served (its moof with a TfrfBox naming the following fragments), the
 client manifest (cached by version). Sans-IO except for the spool, a file
@@ -94,6 +101,7 @@ class QualityLevel:
         self._spool_size = self._spool.tell() if self._spool else 0
         self.received = 0  # fragments stored
         self.duplicates = 0  # fragments dropped as already stored
+        self.late = 0  # fragments stored after a later one of this track
         self.requests = RateMeter()  # fragment requests per second (RequestRate)
         self.forgotten_before = -1  # fragments before this time left the DVR window
         self._in_memory = 0  # position of the oldest fragment whose mdat may be in memory
@@ -125,6 +133,8 @@ class QualityLevel:
         stored = StoredFragment(time, duration, moof, mdat, offset, len(moof) + len(mdat),
                                 arrived=arrived, moof_size=len(moof), file=file)
         index = bisect.bisect_left(self.times, time)
+        if index < len(self.times):
+            self.late += 1
         self.times.insert(index, time)
         if index < self._in_memory:  # late, among fragments already evicted: evict it too
             self._in_memory += 1
@@ -369,6 +379,8 @@ class Presentation:
         if index.epoch != self.epoch:
             index.epoch = self.epoch
             index.discontinuities.add(time)
+        if index.chunks and time < index.chunks[-1][0]:
+            self._list_late(index, time)
         self._publish(index)
         if stored.arrived is not None and index.chunks and time <= index.chunks[-1][0]:
             # Its chunk was listed before this level had it (the level was not fed
@@ -379,24 +391,41 @@ class Presentation:
             stored.arrived = None
         return stored
 
+    @staticmethod
+    def _fed(index: StreamIndex) -> list[QualityLevel]:
+        return [level for level in index.levels if level.feeders > 0] or index.levels
+
+    def _listed(self, index: StreamIndex, time: int) -> None:
+        """The chunk at ``time`` was just listed: its fragments count as published."""
+        for level in index.levels:
+            stored = level.fragments.get(time)
+            if stored is not None and stored.arrived is not None:
+                self.published.append((level, stored.arrived))
+                stored.arrived = None
+
     def _publish(self, index: StreamIndex) -> None:
-        """List the chunks every fed QualityLevel has, in order."""
-        fed = [level for level in index.levels if level.feeders > 0] or index.levels
-        last = index.chunks[-1][0] if index.chunks else -1
+        """List, in order, the chunks after the live edge every fed QualityLevel has."""
+        fed = self._fed(index)
+        chunks = index.chunks
+        tolerance = max(1, index.timescale // 100)  # 10 ms: rounding, not an overlap
+        last = chunks[-1][0] if chunks else -1
+        floor = chunks[-1][0] + chunks[-1][1] - tolerance if chunks else -1
         reference = min(fed, key=lambda level: len(level.times))
         start = bisect.bisect_right(reference.times, last)
         published = False
         for time in reference.times[start:]:
-            if all(time in level.fragments for level in fed):
-                index.chunks.append((time, reference.fragments[time].duration))
-                published = True
-                for level in index.levels:
-                    stored = level.fragments.get(time)
-                    if stored is not None and stored.arrived is not None:
-                        self.published.append((level, stored.arrived))
-                        stored.arrived = None
-            else:
-                break
+            if time < floor:
+                continue  # overlaps the last listed chunk: other fragment boundaries
+            missing = [level for level in fed if time not in level.fragments]
+            if missing:
+                if all(level.times and level.times[-1] > time for level in missing):
+                    continue  # skipped by a level that went on: a gap, unless it comes late
+                break  # not there yet
+            duration = reference.fragments[time].duration
+            chunks.append((time, duration))
+            floor = time + duration - tolerance
+            published = True
+            self._listed(index, time)
         if published:
             if self.reference is None and (index.kind == "video" or not any(
                     i.kind == "video" for i in self.stream_indexes.values())):
@@ -412,6 +441,31 @@ class Presentation:
             self.version += 1
             if self.on_publish is not None:
                 self.on_publish()
+
+    def _list_late(self, index: StreamIndex, time: int) -> None:
+        """A fragment older than the live edge: list its chunk in place once every fed
+        QualityLevel has it and it fits the hole between its listed neighbours."""
+        chunks = index.chunks
+        position = bisect.bisect_left(chunks, (time,))
+        if position < len(chunks) and chunks[position][0] == time:
+            return  # listed already (this level was not fed when it was)
+        fed = self._fed(index)
+        if not all(time in level.fragments for level in fed):
+            return
+        duration = fed[0].fragments[time].duration
+        tolerance = max(1, index.timescale // 100)
+        if position > 0 and sum(chunks[position - 1]) - tolerance > time:
+            return  # overlaps the chunk before
+        if position < len(chunks) and time + duration - tolerance > chunks[position][0]:
+            return  # overlaps the chunk after
+        window = self.settings.window
+        if window and time < self.live_edge(index) - window:
+            return  # already out of the DVR window
+        chunks.insert(position, (time, duration))
+        self._listed(index, time)
+        self.version += 1
+        if self.on_publish is not None:
+            self.on_publish()
 
     def refresh(self) -> None:
         """Re-check what can be listed (a feeding stream went away)."""
