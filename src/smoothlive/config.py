@@ -68,6 +68,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_connections", 8192,
             "connections each process serves at once (more wait in the listen queue); "
             "lowered to what the open-files limit allows", int),
+    Setting("body_timeout", 60.0,
+            "seconds an encoder's POST may go without a byte arriving, and a management "
+            "request has to send its whole body; then the request is ended (0: never)",
+            float),
     Setting("send_timeout", 60.0,
             "seconds an answer may wait on a client that does not read it (or is gone) "
             "before the connection is cut (Linux; 0: never)", float),
@@ -96,6 +100,7 @@ class ServerConfig:
     max_header_kb: int = 32
     max_connections: int = 8192
     send_timeout: float = 60.0
+    body_timeout: float = 60.0
 
     @property
     def archive_allow_paths(self) -> tuple[Path, ...]:
@@ -152,6 +157,8 @@ def from_arguments(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("smoothlive: --max-connections is at least 1")
     if not 0 <= values["send_timeout"] <= 3600:
         raise SystemExit("smoothlive: --send-timeout is between 0 (never) and 3600 seconds")
+    if not 0 <= values["body_timeout"] <= 86400:
+        raise SystemExit("smoothlive: --body-timeout is between 0 (never) and 86400 seconds")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         raise SystemExit("smoothlive: --tls-cert and --tls-key go together")
     return ServerConfig(**values)

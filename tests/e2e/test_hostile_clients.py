@@ -1,8 +1,8 @@
 """Hostile clients on delivery and ingest, the server serving everyone else meanwhile.
 
 One server of this module's own, with short limits so that each one shows
-within seconds (``--header-timeout 4 --send-timeout 3``; the head size and
-connection limits at their defaults), and a live point fed for the whole
+within seconds (``--header-timeout 4 --send-timeout 3 --body-timeout 8``; the
+head size and connection limits at their defaults), and a live point fed for the whole
 module by ``smoothlive replay --loop`` (its POSTs last far longer than the
 head timeout and must not be cut by it). Its archive, written as it goes, is
 the on-demand presentation.
@@ -43,6 +43,7 @@ import pytest
 from lxml import etree
 
 from smoothlive.config import ServerConfig
+from smoothlive.management.errors import MgmtError
 from smoothlive.server import FILE_RESERVE
 from tests.e2e.harness import SMOOTHLIVE, Server
 from tests.e2e.test_live_smooth import chunk_times, wait_for
@@ -52,7 +53,9 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
 POINT = "/hostile/live.isml"
 HEADER_TIMEOUT = 4  # seconds: --header-timeout of this module's server
 SEND_TIMEOUT = 3  # seconds: --send-timeout
-LINGER = HEADER_TIMEOUT + SEND_TIMEOUT + 20  # bound on any wait for the server to let go
+BODY_TIMEOUT = 8  # seconds: --body-timeout (above the replay's 2-second fragments)
+# A bound on any wait for the server to let go.
+LINGER = HEADER_TIMEOUT + SEND_TIMEOUT + BODY_TIMEOUT + 20
 SLACK = 8  # sockets above the baseline that are not the attack's (a player's, closing)
 IDLE = 2000  # idle connections held at once, fewer if this process cannot open them
 SLOWLORIS = 300
@@ -132,7 +135,8 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
     before = _set_own_open_files(IDLE + 1024)
     try:
         srv = Server(base / "content", base / "state", extra_args=(
-            "--header-timeout", str(HEADER_TIMEOUT), "--send-timeout", str(SEND_TIMEOUT))
+            "--header-timeout", str(HEADER_TIMEOUT), "--send-timeout", str(SEND_TIMEOUT),
+            "--body-timeout", str(BODY_TIMEOUT))
         ).start()
     finally:
         if before > IDLE + 1024:
@@ -273,10 +277,9 @@ async def test_trickled_bodies(ctx):
       connection is closed then (the body is never waited for);
     * encoder POSTs whose first box claims to be 2 GB: refused (400) as soon as
       its 8-byte header is in, the live point's own encoder undisturbed;
-    * an operator's PUTs that trickle for as long as this test lasts (the body
-      of an authenticated request has no timeout; README, Limits and timeouts)
-      hold their connections and nothing else, not even the point: another
-      operator changes its state meanwhile.
+    * an operator's PUTs that trickle hold their connections and nothing else,
+      not even the point (another operator changes its state meanwhile), until
+      --body-timeout ends them with the MPE_MGMT error of an incomplete body.
     """
     body = state_body("Started")
     anonymous = (f"PUT {POINT}/state HTTP/1.1\r\nHost: {ctx.host}\r\n"
@@ -309,12 +312,50 @@ async def test_trickled_bodies(ctx):
                 return http.put(f"{POINT}/state", content=body, headers=ATOM).status_code
 
         assert await asyncio.to_thread(operator_meanwhile) == 200
-        assert not any(task.done() for task in slow)  # still held, still trickling
+        cut = await asyncio.wait_for(asyncio.gather(*slow), LINGER)
     finally:
         for task in slow:
             task.cancel()
         await asyncio.gather(*slow, return_exceptions=True)
+    for answer, sent in cut:
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+        assert f"<ErrorCode>{MgmtError.INVALID_XML.code}<".encode() in answer, answer
+        assert sent < len(body)
     await asyncio.to_thread(let_go, ctx, "the trickled bodies")
+    await asyncio.to_thread(served, ctx)
+    healthy(ctx)
+
+
+async def test_a_silent_encoder_is_ended_at_the_body_timeout(ctx):
+    """An encoder that sends its header and then nothing, its connection open (hung,
+    or a path lost that the kernel has not noticed): after --body-timeout its POST is
+    ended as a lost connection (408, a log line), so the point goes on to its
+    reconnect grace instead of waiting for it forever."""
+    point = "/hostile/silent.isml"
+
+    def make() -> None:
+        with httpx.Client(base_url=ctx.server.url, timeout=20,
+                          auth=("admin", ctx.server.admin_password)) as http:
+            assert create(http, point, "<AutoStart>true</AutoStart>").status_code == 201
+
+    await asyncio.to_thread(make)
+    capture = (FIXTURES / "ch1-300k.ismv").read_bytes()
+    header = capture[:capture.index(b"moof") - 4]  # ftyp and moov, no fragment
+    reader, writer = await asyncio.open_connection(ctx.host, ctx.port)
+    try:
+        writer.write((f"POST {point}/Streams(silent) HTTP/1.1\r\nHost: {ctx.host}\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n").encode()
+                     + b"%x\r\n" % len(header) + header + b"\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), BODY_TIMEOUT + LINGER)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert b"no data for" in answer
+    assert "Streams(silent)" in ctx.server.log() and "ended as a lost connection" in (
+        ctx.server.log())
     await asyncio.to_thread(served, ctx)
     healthy(ctx)
 

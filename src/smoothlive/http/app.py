@@ -144,11 +144,13 @@ class App:
             return
         pushed = ingest_route(path)
         if pushed is not None:
-            await self.ingest(Request(scope, receive), send, pushed)
+            await self.ingest(Request(scope, receive, self.config.body_timeout), send,
+                              pushed)
             return
         found = route(path)
         if found is not None:
-            await self.management(Request(scope, receive), send, found)
+            await self.management(Request(scope, receive, self.config.body_timeout), send,
+                                  found)
             return
         policy = POLICY_FILES.get(path.lower())
         if policy is not None:

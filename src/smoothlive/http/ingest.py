@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from smoothlive.auth.authenticator import Authenticator
 from smoothlive.auth.grants import allows
-from smoothlive.http.messages import Request, Send, respond
+from smoothlive.http.messages import BodyTimeout, Request, Send, respond
 from smoothlive.management.errors import ManagementError, MgmtError, error_body
 from smoothlive.media.boxes import BoxError
 from smoothlive.media.ingest import EndOfStream, Fragment, IngestParser, Movie
@@ -151,7 +151,7 @@ class IngestService:
         failure: str | None = None
         try:
             while True:
-                message = await request.receive()
+                message = await request.next_body()
                 if message["type"] == "http.disconnect":
                     break
                 chunk = message.get("body", b"")
@@ -178,6 +178,15 @@ class IngestService:
                     parser.close()
                     ended = True  # the POST completed normally: an end of stream
                     break
+        except BodyTimeout as exc:
+            # Silent but connected (a hung encoder, a lost path the kernel has not
+            # noticed): a lost connection, so the reconnect grace applies.
+            log.warning("%s Streams(%s) from %s: %s, ended as a lost connection",
+                        path, found.stream_id, source, exc)
+            await point.close_stream(stream, ended=False)
+            await respond(send, 408, f"{exc}\n".encode(), b"text/plain; charset=utf-8",
+                          [(b"connection", b"close")])
+            return 408
         except BoxError as exc:
             failure = str(exc)
         except ValueError as exc:  # a track the presentation cannot take

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from smoothlive.auth.authenticator import Authenticator
 from smoothlive.auth.grants import allows
 from smoothlive.auth.users import User
-from smoothlive.http.messages import BodyTooLarge, Request, Send, respond
+from smoothlive.http.messages import BodyTimeout, BodyTooLarge, Request, Send, respond
 from smoothlive.management import atom
 from smoothlive.management.errors import ManagementError, MgmtError, error_body
 from smoothlive.management.schema import validate
@@ -279,6 +279,8 @@ async def _smoothstreaming_child(request: Request, name: str):
         body = await request.body(MAX_BODY_BYTES)
     except BodyTooLarge as exc:
         raise ManagementError(MgmtError.INVALID_XML, f"body of {exc} bytes") from None
+    except BodyTimeout as exc:  # incomplete: not a document
+        raise ManagementError(MgmtError.INVALID_XML, str(exc)) from None
     root = atom.smoothstreaming_of(parse_xml(body))
     validate(root)
     children = [child for child in root if isinstance(child.tag, str)]

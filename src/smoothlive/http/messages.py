@@ -8,12 +8,14 @@ is read (clients that send ``Expect: 100-continue`` get no 100 until then).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Message = dict[str, Any]
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -21,12 +23,19 @@ class BodyTooLarge(Exception):
     """The request body is larger than the handler accepts."""
 
 
-class Request:
-    __slots__ = ("_headers", "receive", "scope")
+class BodyTimeout(Exception):
+    """The request body made no progress within the body timeout."""
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+
+class Request:
+    __slots__ = ("_headers", "body_timeout", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, body_timeout: float = 0.0) -> None:
         self.scope = scope
         self.receive = receive
+        # Seconds a streamed body may go without a byte, and a whole body may take
+        # (0: no limit): a client that stalls must not hold its request forever.
+        self.body_timeout = body_timeout
         self._headers: dict[str, str] | None = None
 
     @property
@@ -80,18 +89,33 @@ class Request:
             raise BodyTooLarge(declared)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(str(size))
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout or None):
+                while True:
+                    message = await self.receive()
+                    if message["type"] == "http.disconnect":
+                        break
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLarge(str(size))
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            raise BodyTimeout(f"body not received within {self.body_timeout:g} s") from None
         return b"".join(chunks)
+
+    async def next_body(self) -> Message:
+        """The next message of a streamed body; BodyTimeout when no byte came for the
+        body timeout (an encoder gone silent without closing its connection)."""
+        if not self.body_timeout:
+            return await self.receive()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await self.receive()
+        except TimeoutError:
+            raise BodyTimeout(f"no data for {self.body_timeout:g} s") from None
 
 
 async def respond(
