@@ -149,9 +149,13 @@ def crash_trial(base: Path, rng: random.Random) -> dict:
         out, err = encoder.communicate(timeout=60)
         assert encoder.returncode == 0, err
         assert all(s["status"] == 200 for s in json.loads(out)["streams"])
+        # The live window read back from the archive, then what the encoder sent.
         continued = times_by_stream(http.get(f"{POINT}/Manifest").content)["video"]
-        assert continued[0][0] == resume * SECOND, (continued[0], resume)
-        assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(continued))
+        before = archived["video"]
+        assert continued[:len(before)] == before
+        assert continued[len(before)][0] == resume * SECOND, (continued[len(before)], resume)
+        assert all(a[0] + a[1] == b[0]
+                   for a, b in itertools.pairwise(continued[len(before):]))
         wait_for(lambda: state_of(http, POINT) == "Stopped", 20, "Stopped after the push")
         second = root / "archives" / "trial" / "crash" / "e1-2"
         wait_for(lambda: (second / "crash.ismc").exists(), 20, "the resumed archive")

@@ -9,6 +9,7 @@ new push.
 
 from __future__ import annotations
 
+import math
 import signal
 import struct
 
@@ -94,11 +95,22 @@ def test_kill_9_during_ingest_then_restart(tmp_path):
                                     f"Fragments({si.get('Name')}={start})")
                 assert fragment.status_code == 200
                 assert tfxd_time(fragment.content) == (start, duration)
-        # The point takes a new push: a new archive beside the repaired one.
+        # The live DVR window is back too, read from the archive: what was listed is.
+        window = http.get(f"{POINT}/Manifest")
+        assert window.status_code == 200
+        restored = times_by_stream(window.content)
+        for name, chunks in seen_live.items():
+            assert restored[name][:len(chunks)] == chunks
+        edge = max(t + d for t, d in restored["video"])
+        # The encoder comes back on the same timeline: a new archive beside the repaired
+        # one, and the window goes on from where it was.
         encoder = start_push(again.url, POINT, 2, tmp_path / "ffmpeg-2.log", bitrates=(150,),
-                             event="k1")
+                             event="k1", offset=math.ceil(edge / 10_000_000) + 1)
         assert encoder.wait(timeout=60) == 0, (tmp_path / "ffmpeg-2.log").read_text()
         wait_for(lambda: state_of(http, POINT) == "Stopped", 20, "Stopped after the new push")
+        video = times_by_stream(http.get(f"{POINT}/Manifest").content)["video"]
+        assert video[:len(restored["video"])] == restored["video"] and len(video) > len(
+            restored["video"])
         wait_for(lambda: (folder.parent / "k1-2" / "crash.ismc").exists(), 20,
                  "the second archive")
         assert set_state(http, POINT, "Idle").status_code == 200

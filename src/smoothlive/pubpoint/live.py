@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smoothlive.archive.restore import read_window
 from smoothlive.archive.writer import (
     ArchiveError,
     ArchiveJournal,
@@ -157,8 +158,12 @@ class LivePoint:
         archive_base: Path | None = None,
         journal: ArchiveJournal | None = None,
         on_change: Callable[[], None] | None = None,
+        on_archive: Callable[[Path], None] | None = None,
     ) -> None:
         self.path = path
+        # Told the folder of each archive opened (the registry keeps it, to read the
+        # DVR window back from it after a restart).
+        self.on_archive = on_archive or (lambda folder: None)
         # Told whenever what players read may have changed (see Registry.on_change).
         self.on_change = on_change or (lambda: None)
         self.settings = settings
@@ -380,6 +385,29 @@ class LivePoint:
 
     # -- the archive -------------------------------------------------------------
 
+    def restore_window(self, folders: list[Path], live: bool = True) -> int:
+        """Read the DVR window back from the archives this point was writing before the
+        server restarted (blocking: at start); how many fragments. ``live`` False: the
+        point had stopped, its presentation stays watchable as it was."""
+        window = read_window(folders, self.presentation.settings.window)
+        presentation = self.presentation
+        count = presentation.restore(window.tracks)
+        if not count:
+            return 0
+        reference = presentation.stream_indexes.get(presentation.reference or "")
+        if reference is not None and reference.chunks:
+            # Media time tied to the wall clock again: the newest fragment came when the
+            # archive was last written (DASH availability, HLS PROGRAM-DATE-TIME).
+            presentation.anchor = (window.written
+                                   - presentation.live_edge(reference) / reference.timescale)
+            presentation.published_at = window.written
+        if not live:
+            presentation.end_live()
+        self.on_change()
+        log.info("%s: %d fragments of the DVR window read back from its archive",
+                 self.path, count)
+        return count
+
     def _archive_track(self, stream: IngestStream, level: QualityLevel) -> None:
         if self.archive_base is None:
             return
@@ -408,6 +436,7 @@ class LivePoint:
         self.archive = SegmentedArchive(folder, _stem(self.path), archive.segment_length.ticks)
         if self.journal is not None:
             self.journal.opened(folder)
+        self.on_archive(folder)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_archive())
         log.info("%s: archiving to %s", self.path, folder)
 

@@ -36,9 +36,10 @@ import bisect
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smoothlive.archive.writer import write_all
 from smoothlive.management.statistics import RateMeter
@@ -46,6 +47,9 @@ from smoothlive.media.fragments import retimed, with_lookahead
 from smoothlive.media.model import FragmentData, TrackInfo
 from smoothlive.outputs.segments import Segmenter
 from smoothlive.outputs.smooth import ManifestView, StreamIndexView, render_client_manifest
+
+if TYPE_CHECKING:
+    from smoothlive.archive.restore import RestoredFragment
 
 log = logging.getLogger("smoothlive.presentation")
 
@@ -161,10 +165,32 @@ class QualityLevel:
                              str(self.spool_path)) from None
         self._spool_size += len(moof) + len(mdat)
 
+    def restore(self, fragments: Iterable[RestoredFragment]) -> int:
+        """Fragments read back from the archive after a restart: on disk only, as if
+        evicted (their moofs are read back with their successors when asked); how many."""
+        added = 0
+        for restored in fragments:
+            if restored.time in self.fragments:
+                continue
+            self.fragments[restored.time] = StoredFragment(
+                restored.time, restored.duration, b"", None, restored.offset, restored.size,
+                moof_size=restored.moof_size, file=restored.file)
+            added += 1
+        self.times = sorted(self.fragments)
+        self._in_memory = len(self.times)
+        for position in range(len(self.times)):
+            self._refresh_lookahead(position)
+        return added
+
     def _refresh_lookahead(self, position: int) -> None:
         fragment = self.fragments[self.times[position]]
         if not (fragment.moof or fragment.served_moof):
-            return  # evicted: its moof is read back, with its successors then, when asked
+            # Evicted (or read back from an archive): its moof is read back, with its
+            # successors then, when asked; what it may be cached as is known now.
+            count = min(self.lookahead, len(self.times) - position - 1)
+            fragment.complete = count >= self.lookahead
+            fragment.has_successor = count > 0
+            return
         following = [
             (t, self.fragments[t].duration)
             for t in self.times[position + 1: position + 1 + self.lookahead]
@@ -466,6 +492,21 @@ class Presentation:
         self.version += 1
         if self.on_publish is not None:
             self.on_publish()
+
+    def restore(self, tracks: Iterable[tuple[TrackInfo, list[RestoredFragment]]]) -> int:
+        """The DVR window read back from the archive after a restart (see
+        smoothlive.archive.restore): listed as the encoders had it, served from disk;
+        an encoder that comes back feeds the same QualityLevels. How many fragments."""
+        added = 0
+        for info, fragments in tracks:
+            try:
+                level = self.level_for(info)
+            except ValueError as exc:  # two archived tracks that cannot both be levels
+                log.warning("not read back: %s", exc)
+                continue
+            added += level.restore(fragments)
+        self.refresh()
+        return added
 
     def refresh(self) -> None:
         """Re-check what can be listed (a feeding stream went away)."""

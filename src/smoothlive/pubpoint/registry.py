@@ -50,6 +50,11 @@ log = logging.getLogger("smoothlive.pubpoint")
 E_NOTIMPL = 0x80004001
 
 
+# Archive folders a live presentation's DVR window is read back from after a restart
+# (one per restart of the server or of its encoders' archive): the newest ones.
+MAX_RESTORED_ARCHIVES = 16
+
+
 @dataclass
 class PointRuntime:
     """What a point is doing now; persisted in the state dir."""
@@ -60,6 +65,8 @@ class PointRuntime:
     changed: float = field(default_factory=time.time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     live: LivePoint | None = field(default=None, repr=False)
+    # The archive folders of its live presentation (a restart reads the DVR window back).
+    archives: list[str] = field(default_factory=list)
 
 
 class Registry:
@@ -97,8 +104,10 @@ class Registry:
     def recover(self) -> None:
         """Load every saved runtime state, moved as a restart requires.
 
-        Live presentations do not survive a restart (their spools are
-        dropped); archives do.
+        A live presentation that was being archived comes back from its
+        archive (the DVR window: Started points, waiting for their encoders as
+        Starting, and Stopped ones, watchable as they were); one that was not
+        archived does not survive (spools are dropped).
         """
         shutil.rmtree(self.spool_root, ignore_errors=True)
         # Archives a crash left open: cut to the last whole fragment and finished.
@@ -109,6 +118,8 @@ class Registry:
                 path = saved["path"]
                 state = RECOVERED_STATE[State.parse(saved["state"])]
                 last_error = saved.get("last_error")
+                archives = [Path(folder) for folder in saved.get("archives") or []
+                            if isinstance(folder, str) and folder]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("ignoring unreadable state file %s: %s", state_file.name, exc)
                 continue
@@ -117,10 +128,10 @@ class Registry:
                 continue
             runtime = PointRuntime(path, state, last_error, self._clock())
             self._runtime[path] = runtime
-            if state is State.STARTING:
+            if state is State.STARTING or (state is State.STOPPED and archives):
                 point = self.readable(path)
                 if point is not None:
-                    self._make_live(runtime, point)
+                    self._make_live(runtime, point, restore=archives)
             if state.value != saved["state"]:
                 log.info("%s: was %s before the restart, now %s", path, saved["state"], state.value)
                 self._save_state(runtime)
@@ -141,6 +152,7 @@ class Registry:
             "state": runtime.state.value,
             "last_error": runtime.last_error,
             "changed": runtime.changed,
+            "archives": runtime.archives,
         }
         atomic_write(self._state_file(runtime.path), json.dumps(data).encode(), mode=0o600)
 
@@ -290,9 +302,15 @@ class Registry:
             live.close()
             runtime.live = None
 
-    def _make_live(self, runtime: PointRuntime, point: PointFile) -> LivePoint:
+    def _make_live(self, runtime: PointRuntime, point: PointFile,
+                   restore: list[Path] | None = None) -> LivePoint:
+        """A new live presentation for the point; with ``restore``, its DVR window read
+        back from those archive folders (after a restart)."""
         if runtime.live is not None:
             runtime.live.close()
+        if runtime.archives:  # a new presentation: not those archives' window
+            runtime.archives = []
+            self._save_state_now(runtime)
         spool = self.spool_root / self._state_file(runtime.path).stem
         path = runtime.path
 
@@ -305,11 +323,33 @@ class Registry:
                 archive_base = self.archive_base(path, point.settings)
             except ManagementError as exc:  # the file was edited by hand: say so, go on
                 log.error("%s: not archiving: %s", path, exc.detail)
-        runtime.live = LivePoint(path, point.settings, spool, on_event, self.reconnect_grace,
-                                 archive_base=archive_base, journal=self.journal,
-                                 on_change=lambda: self.on_change(path))
+        def on_archive(folder: Path) -> None:
+            runtime.archives = [*runtime.archives, str(folder)][-MAX_RESTORED_ARCHIVES:]
+            self._save_state_now(runtime)
+
+        live = runtime.live = LivePoint(
+            path, point.settings, spool, on_event, self.reconnect_grace,
+            archive_base=archive_base, journal=self.journal,
+            on_change=lambda: self.on_change(path), on_archive=on_archive)
+        folders = [folder for folder in restore or () if archive_base is not None
+                   and archive_base in folder.parents and folder.is_dir()]
+        if folders:
+            try:
+                if live.restore_window(folders, live=runtime.state is not State.STOPPED):
+                    runtime.archives = [str(folder) for folder in folders]
+                    self._save_state_now(runtime)
+            except (OSError, ValueError) as exc:  # the window is lost, the point is not
+                log.error("%s: DVR window not read back: %s", path, exc)
         self.on_change(path)
-        return runtime.live
+        return live
+
+    def _save_state_now(self, runtime: PointRuntime) -> None:
+        """The state file rewritten from the event loop (rare: a new presentation, a new
+        archive folder); a failure is logged, the state holds in memory."""
+        try:
+            self._save_state(runtime)
+        except OSError as exc:
+            log.error("%s: the state file cannot be written (%s)", runtime.path, exc)
 
     def drain(self) -> None:
         """The server is stopping: end every ingest (points keep their state)."""
