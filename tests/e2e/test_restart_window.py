@@ -49,6 +49,23 @@ def _push(url: str, body: bytes) -> int:
                       timeout=30).status_code
 
 
+def _killed_while_live(server: Server, http: httpx.Client
+                       ) -> tuple[list[tuple[int, int]], httpx.Response]:
+    """kill -9 of ``server`` while an encoder's POST is open, once chunks are listed:
+    the chunks listed then, and the first video fragment as served."""
+    encoder = _open_push(server.url, HIGH[: len(HIGH) - 8])  # no end of stream
+    try:
+        listed = wait_for(lambda: len(v := _video(http)) >= 3 and v, 20, "listed chunks")
+        first = http.get(f"{POINT}/QualityLevels(300000)/Fragments(video=0)")
+        assert first.status_code == 200
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=10)
+    finally:
+        encoder.close()
+    server.process = None
+    return listed, first
+
+
 def test_the_dvr_window_comes_back_after_kill_9_and_sigterm(tmp_path):
     root, state = tmp_path / "content", tmp_path / "state"
     first = Server(root, state).start()
@@ -57,16 +74,7 @@ def test_the_dvr_window_comes_back_after_kill_9_and_sigterm(tmp_path):
         assert create(http, POINT, archive_settings() + "<AutoRestartOnEncoderReconnect>true"
                       "</AutoRestartOnEncoderReconnect>").status_code == 201
         assert set_state(http, POINT, "Started").status_code == 200
-        encoder = _open_push(first.url, HIGH[: len(HIGH) - 8])  # no end of stream
-        try:
-            before = wait_for(lambda: len(v := _video(http)) >= 3 and v, 20, "listed chunks")
-            first_fragment = http.get(f"{POINT}/QualityLevels(300000)/Fragments(video=0)")
-            assert first_fragment.status_code == 200
-            first.process.send_signal(signal.SIGKILL)
-            first.process.wait(timeout=10)
-        finally:
-            encoder.close()
-    first.process = None
+        before, first_fragment = _killed_while_live(first, http)
 
     second = Server(root, state).start()
     try:
@@ -113,14 +121,7 @@ def test_a_point_that_does_not_archive_starts_empty(tmp_path):
     with httpx.Client(base_url=first.url, auth=("admin", password), timeout=20) as http:
         assert create(http, POINT, "<Archive enabled=\"false\" />").status_code == 201
         assert set_state(http, POINT, "Started").status_code == 200
-        encoder = _open_push(first.url, HIGH[: len(HIGH) - 8])
-        try:
-            wait_for(lambda: len(_video(http)) >= 3, 20, "listed chunks")
-            first.process.send_signal(signal.SIGKILL)
-            first.process.wait(timeout=10)
-        finally:
-            encoder.close()
-    first.process = None
+        _killed_while_live(first, http)
     second = Server(root, state).start()
     try:
         with httpx.Client(base_url=second.url, auth=("admin", password), timeout=20) as http:
