@@ -131,7 +131,10 @@ class Registry:
             if state is State.STARTING or (state is State.STOPPED and archives):
                 point = self.readable(path)
                 if point is not None:
-                    self._make_live(runtime, point, restore=archives)
+                    live = self._make_live(runtime, point, restore=archives)
+                    if state is State.STOPPED and not live.presentation.stream_indexes:
+                        live.close()  # nothing read back: as before, no presentation
+                        runtime.live = None
             if state.value != saved["state"]:
                 log.info("%s: was %s before the restart, now %s", path, saved["state"], state.value)
                 self._save_state(runtime)
