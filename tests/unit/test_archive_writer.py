@@ -21,6 +21,7 @@ from smoothlive.archive.writer import (
     file_name,
     recover,
 )
+from smoothlive.media.fragments import read_moof
 from smoothlive.media.ingest import Fragment, IngestParser, Movie
 from smoothlive.media.model import FragmentData, TrackInfo
 
@@ -111,6 +112,24 @@ def test_the_mfra_indexes_every_fragment(tmp_path: Path) -> None:
     assert times == [d.time for d in FRAGMENTS if d.track_id == video.track_id]
     for _, offset in entries[video.track_id]:
         assert data[offset + 4:offset + 8] == b"moof"
+
+
+def test_a_late_fragment_is_indexed_in_time_order(tmp_path: Path) -> None:
+    """Fragments written out of order (a late one): the tfra lists them by time, each at
+    its own moof, as players and the on-demand reader need."""
+    video = next(info for info in TRACKS if info.kind == "video")
+    fragments = [d for d in FRAGMENTS if d.track_id == video.track_id]
+    late = fragments.pop(1)
+    writer = ArchiveWriter(tmp_path, "ch1")
+    _write(writer, [*fragments, late])
+    writer.close()
+    data = (tmp_path / file_name(video.name, video.bitrate)).read_bytes()
+    (mfra_size,) = struct.unpack(">I", data[-4:])
+    entries = read_tfra(data[-mfra_size:])[video.track_id]
+    assert [t for t, _ in entries] == sorted(d.time for d in [*fragments, late])
+    for time, offset in entries:
+        moof_size = struct.unpack(">I", data[offset:offset + 4])[0]
+        assert read_moof(data[offset:offset + moof_size]).tfxd_time == time
 
 
 def test_an_archive_being_written_is_already_playable(tmp_path: Path) -> None:
@@ -213,7 +232,7 @@ def test_a_full_disk_is_an_archive_error_and_leaves_the_file_whole(tmp_path: Pat
     with pytest.raises(ArchiveError) as raised:
         writer.add_fragment(info.name, info.bitrate, data.time, data.moof, data.mdat)
     assert raised.value.errno == 28
-    assert file.size == size and data.time not in file.times
+    assert file.size == size and file.fragments.find(data.time) is None
 
 
 def test_the_journal_repairs_what_was_left_open(tmp_path: Path) -> None:

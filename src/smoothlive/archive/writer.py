@@ -38,6 +38,7 @@ from smoothlive.archive.ondemand import (
     IsmDocument,
     IsmTrack,
     OnDemandPresentation,
+    TrackFragments,
     index_file,
     parse_ism,
     render_ism,
@@ -78,8 +79,9 @@ class _File:
     info: TrackInfo
     fd: int
     size: int
-    entries: list[tuple[int, int]] = field(default_factory=list)  # (time, moof offset)
-    times: set[int] = field(default_factory=set)
+    # (time, moof offset) of each fragment, for the tfra: two arrays in time order, 16
+    # bytes a fragment (a whole event is indexed here, not only a DVR window).
+    fragments: TrackFragments = field(default_factory=TrackFragments)
     dirty: bool = False
 
 
@@ -146,7 +148,7 @@ class ArchiveWriter:
         """Append a fragment: the file and offset its moof now has (its mdat follows);
         None if this file has it already, or is unknown or closed."""
         file = self._files.get((stream_index, bitrate))
-        if file is None or time in file.times or self.closed:
+        if file is None or file.fragments.find(time) is not None or self.closed:
             return None
         with self._lock:
             try:
@@ -158,8 +160,7 @@ class ArchiveWriter:
                 raise ArchiveError(exc.errno, f"cannot append to archive: {exc.strerror}",
                                    str(file.path)) from None
             at = file.size
-            file.entries.append((time, at))
-            file.times.add(time)
+            file.fragments.add(time, at, 0)
             file.size += len(moof) + len(mdat)
             file.dirty = True
         return file.path, at
@@ -187,7 +188,8 @@ class ArchiveWriter:
             errors = []
             for file in self._files.values():
                 try:
-                    entries = sorted(file.entries)
+                    fragments = file.fragments
+                    entries = list(zip(fragments.times, fragments.offsets, strict=True))
                     write_all(file.fd, [mfra_box(file.info.track_id, entries)])
                     os.fsync(file.fd)
                 except OSError as exc:
