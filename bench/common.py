@@ -198,6 +198,24 @@ def process_rss_bytes(pid: int) -> int:
     return 0
 
 
+def stream_indexes(manifest: bytes) -> dict[str, tuple[str, list[int], list[int]]]:
+    """A Smooth client manifest per StreamIndex type: (name, bitrates ascending, chunk
+    start times), the times expanded from ``t``/``d``/``r`` as a player does."""
+    from lxml import etree
+
+    found: dict[str, tuple[str, list[int], list[int]]] = {}
+    for index in etree.fromstring(manifest).findall("StreamIndex"):
+        times, current = [], 0
+        for c in index.findall("c"):
+            current = int(c.get("t", current))
+            for _ in range(int(c.get("r", "1"))):
+                times.append(current)
+                current += int(c.get("d"))
+        bitrates = sorted(int(q.get("Bitrate")) for q in index.findall("QualityLevel"))
+        found.setdefault(index.get("Type"), (index.get("Name"), bitrates, times))
+    return found
+
+
 def create_point(server: Smoothlive, path: str, settings: str = "") -> None:
     """Create and start a point over the REST API (as an operator's script would)."""
     import httpx

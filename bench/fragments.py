@@ -36,6 +36,7 @@ from common import (
     replay,
     report,
     require_tools,
+    stream_indexes,
     workdir,
     wrk,
 )
@@ -46,18 +47,7 @@ DVR_POINT = "/bench/dvr.isml"
 
 def _chunks(manifest: bytes, kind: str = "video") -> tuple[str, list[int], list[int]]:
     """(StreamIndex name, bitrates, chunk start times) of the first StreamIndex of ``kind``."""
-    from lxml import etree
-
-    root = etree.fromstring(manifest)
-    index = next(si for si in root.findall("StreamIndex") if si.get("Type") == kind)
-    bitrates = sorted(int(q.get("Bitrate")) for q in index.findall("QualityLevel"))
-    times, current = [], 0
-    for c in index.findall("c"):
-        current = int(c.get("t", current))
-        for _ in range(int(c.get("r", "1"))):
-            times.append(current)
-            current += int(c.get("d"))
-    return index.get("Name"), bitrates, times
+    return stream_indexes(manifest)[kind]
 
 
 def _span_seconds(capture: Path) -> float:

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import httpx
-from lxml import etree
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "bench"))
@@ -47,27 +46,12 @@ from common import (  # noqa: E402
     create_point,
     process_rss_bytes,
     stop_process,
+    stream_indexes,
     workdir,
 )
 
 RESULTS = HERE / "results"
 GRACE = 60  # seconds a point waits for its encoder to come back
-
-
-def _chunks(manifest: bytes) -> dict[str, tuple[str, list[int], list[int]]]:
-    """Per StreamIndex type: (name, bitrates, chunk start times)."""
-    root = etree.fromstring(manifest)
-    found = {}
-    for index in root.findall("StreamIndex"):
-        times, current = [], 0
-        for c in index.findall("c"):
-            current = int(c.get("t", current))
-            for _ in range(int(c.get("r", "1"))):
-                times.append(current)
-                current += int(c.get("d"))
-        found[index.get("Type")] = (index.get("Name"), [
-            int(q.get("Bitrate")) for q in index.findall("QualityLevel")], times)
-    return found
 
 
 class Tally:
@@ -99,7 +83,7 @@ async def player(url: str, points: list[str], stop: float, tally: Tally,
                 await asyncio.sleep(2)
                 continue
             if tally.check(manifest, f"{point} manifest"):
-                for kind, (name, bitrates, times) in _chunks(manifest.content).items():
+                for kind, (name, bitrates, times) in stream_indexes(manifest.content).items():
                     if len(times) < 2:
                         continue
                     bitrate = rng.choice(bitrates) if kind == "video" else bitrates[0]
