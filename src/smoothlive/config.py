@@ -43,6 +43,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", 1,
             "processes serving the port: the owner plus workers-1 fronts that answer "
             "players from a cache and relay the rest (granian only)", int),
+    Setting("fronts_only", False,
+            "with --workers: only the fronts listen on the port; the owner serves them "
+            "alone, on its socket (players never wait behind ingest or management; "
+            "encoders' POSTs take one relay hop more)", bool),
     Setting("worker_cache_mb", 256,
             "megabytes of answers each front process keeps (fragments, manifests)", int),
     Setting("reconnect_grace", 30.0,
@@ -90,6 +94,7 @@ class ServerConfig:
     log_level: str = "info"
     http_server: str = "granian"
     workers: int = 1
+    fronts_only: bool = False
     worker_cache_mb: int = 256
     reconnect_grace: float = 30.0
     trusted_proxies: str = ""
@@ -147,6 +152,8 @@ def from_arguments(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("smoothlive: --workers is between 1 and 64")
     if values["workers"] > 1 and values["http_server"] != "granian":
         raise SystemExit("smoothlive: --workers above 1 needs --http-server granian")
+    if values["fronts_only"] and values["workers"] < 2:
+        raise SystemExit("smoothlive: --fronts-only needs --workers 2 or more")
     if values["worker_cache_mb"] < 0:
         raise SystemExit("smoothlive: --worker-cache-mb cannot be negative")
     if not 0.5 <= values["header_timeout"] <= 3600:

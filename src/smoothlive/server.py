@@ -240,8 +240,10 @@ async def cut_unread_answers_when_listening(port: int, seconds: float) -> None:
 async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
     # With fronts, the owner also answers their relayed requests on its socket.
     connections = connection_limit(config.max_connections, 2 if config.workers > 1 else 1)
-    server = granian_server(app, config, port=port, connections=connections)
-    servers = [server]
+    # With --fronts-only the owner is not on the port: its fronts take every connection.
+    owner_listens = not (config.workers > 1 and config.fronts_only)
+    servers = [granian_server(app, config, port=port, connections=connections)] \
+        if owner_listens else []
     fronts = None
     home = None
     if config.workers > 1:
@@ -253,8 +255,8 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
         app.registry.on_change = board.changed
         app.delivery.board = board
         socket_path = home / "owner.sock"
-        servers.append(granian_server(OwnerSide(app, board), config, uds=socket_path,
-                                      connections=connections))
+        servers.append(granian_server(OwnerSide(app, board, lifespan=not owner_listens),
+                                      config, uds=socket_path, connections=connections))
         fronts = Fronts(config, port, socket_path, home / "board")
 
     stopping: list[asyncio.Task[None]] = []
@@ -271,17 +273,23 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
 
     _install_signals(stop)
     serving = [asyncio.create_task(each.serve()) for each in servers]
-    ready = asyncio.create_task(_wait_accepting(config.host, port, app.started))
+    async def become_ready() -> None:
+        if not owner_listens:
+            await fronts.start()
+        await _wait_accepting(config.host, port, app.started)
+
+    ready = asyncio.create_task(become_ready())
     done, _ = await asyncio.wait({*serving, ready}, return_when=asyncio.FIRST_COMPLETED)
     demo = None
     try:
         if ready in done:
             ready.result()
-            await cut_unread_answers_when_listening(port, config.send_timeout)
+            if owner_listens:
+                await cut_unread_answers_when_listening(port, config.send_timeout)
             log.info("limits: head within %g s and %d KB, %d connections, unread answers "
                      "cut after %g s", config.header_timeout, config.max_header_kb,
                      connections, config.send_timeout)
-            if fronts is not None:
+            if fronts is not None and owner_listens:
                 await fronts.start()
             print(f"smoothlive listening on {listening_url(config, port)}", flush=True)
             if config.demo:

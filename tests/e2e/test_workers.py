@@ -66,11 +66,14 @@ def fresh() -> httpx.Client:
     return httpx.Client(timeout=20, limits=httpx.Limits(max_keepalive_connections=0))
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory) -> Server:
+@pytest.fixture(scope="module", params=["owner-listens", "fronts-only"])
+def workers(request, tmp_path_factory) -> Server:
+    """Three processes; with --fronts-only the two fronts take every connection and
+    relay ingest and management to the owner."""
     base = tmp_path_factory.mktemp("workers")
+    extra = ("--fronts-only",) if request.param == "fronts-only" else ()
     srv = with_operator(Server(base / "content", base / "state",
-                               extra_args=("--workers", "3")).start())
+                               extra_args=("--workers", "3", *extra)).start())
     yield srv
     assert srv.stop() == 0  # fronts stopped, then the owner, within the graceful time
 
@@ -94,12 +97,35 @@ def _replay(srv: Server, capture: Path, point: str, *args: str) -> subprocess.Po
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def listening_on(port: int, pid: int) -> bool:
+    """Whether process ``pid`` holds a TCP socket listening on ``port`` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held.add(os.readlink(fd))
+        except OSError:
+            continue
+    return any(f"socket:[{inode}]" in held for inode in inodes)
+
+
 def test_the_owner_starts_its_fronts(workers):
     fronts = children(workers.process.pid)
     assert len(fronts) == 2
     assert all("smoothlive.workers.front" in Path(f"/proc/{pid}/cmdline").read_text()
                for pid in fronts)
     assert "2 front process(es) started" in workers.log()
+    port = int(workers.url.rsplit(":", 1)[1])
+    assert all(listening_on(port, pid) for pid in fronts)
+    # With --fronts-only the owner is on its Unix socket alone.
+    owner_listens = "--fronts-only" not in workers.extra_args
+    assert listening_on(port, workers.process.pid) == owner_listens
 
 
 def test_live_manifests_never_go_back_in_time_across_processes(workers, capture):
@@ -317,6 +343,10 @@ def test_workers_above_one_need_granian(tmp_path):
         capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "--workers above 1 needs --http-server granian" in result.stderr
+    result = subprocess.run(
+        [SMOOTHLIVE, "serve", "--fronts-only", "--root", str(tmp_path / "c"),
+         "--state-dir", str(tmp_path / "s")], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "--fronts-only needs --workers 2" in result.stderr
 
 
 def test_statistics_see_the_encoder_address_through_a_front(workers, capture):

@@ -4,6 +4,7 @@ owner's socket believing the front's client address."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 from smoothlive.workers.board import (
     HEADER,
@@ -83,6 +84,25 @@ def test_the_cache_holds_its_bytes_and_drops_the_least_recently_used(tmp_path):
     assert cache.size == 200 and len(cache) == 2
     cache.put((b"/big", b"", False), _entry(b"w" * 251))  # larger than the whole cache
     assert cache.size == 200
+
+
+def test_large_bodies_are_kept_in_memory_files_that_are_closed_when_dropped(tmp_path):
+    cache = FrontCache(1 << 20, BoardReader(ChangeBoard(tmp_path / "board").path))
+    big = bytes(range(256)) * 400  # 100 KB: sent with sendfile
+    cache.put((b"/big", b"", False), _entry(big))
+    cache.put((b"/small", b"", False), _entry(b"tiny"))
+    kept = cache.get((b"/big", b"", False), 0)
+    assert kept.fd >= 0 and kept.body == b"" and kept.content() == big
+    assert os.pread(kept.fd, len(big) + 1, 0) == big  # what sendfile sends
+    assert cache.get((b"/small", b"", False), 0).fd == -1
+    assert kept.head.startswith(b"HTTP/1.1 200 OK\r\n") and kept.head.endswith(b"\r\n\r\n")
+    assert cache.files == 1 and cache.size == len(big) + 4
+    cache.put((b"/big", b"", False), _entry(big[:-1]))  # replaced: the old file closed
+    assert cache.files == 1 and cache.get((b"/big", b"", False), 0).content() == big[:-1]
+    opened = len(os.listdir("/proc/self/fd"))
+    cache.put((b"/other", b"", False), _entry(b"o" * ((1 << 20) - 8)))  # evicts the rest
+    assert cache.files == 1 and cache.get((b"/big", b"", False), 0) is None
+    assert len(os.listdir("/proc/self/fd")) == opened  # one file closed, one opened
 
 
 def test_a_live_document_is_kept_while_the_board_and_its_max_age_agree(tmp_path):

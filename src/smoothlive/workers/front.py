@@ -25,13 +25,16 @@ import logging
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
-from smoothlive.config import SETTINGS, ServerConfig
+from smoothlive.config import SETTINGS
+from smoothlive.http.h1 import H1Server, Quick, listening_socket, status_line
 from smoothlive.http.messages import Receive, Scope, Send, respond
 from smoothlive.workers.board import BoardReader
 from smoothlive.workers.owner import HITS_PATH
@@ -48,6 +51,10 @@ log = logging.getLogger("smoothlive.front")
 
 HITS_EVERY = 1.0  # seconds between reports of cache hits to the owner
 MAX_ENTRY = 16 << 20  # bytes: larger answers are relayed, not kept
+# Bodies from this size are kept in a memory file of their own and sent with
+# sendfile(2): one copy into the kernel fewer than writing them from Python.
+FILE_ENTRY = 16 << 10
+MAX_FILES = 4096  # memory files held at once (each a descriptor)
 _MAX_AGE = re.compile(rb"max-age=(\d+)")
 FOREVER = float("inf")
 # The owner's settings a front applies too (the owner passes them: Fronts in owner.py).
@@ -57,11 +64,17 @@ LIMITS = ("header_timeout", "max_header_kb", "max_connections", "send_timeout")
 @dataclass(slots=True)
 class Entry:
     headers: list[tuple[bytes, bytes]]  # as sent, with content-length
-    body: bytes
+    body: bytes  # b"" when the body is kept in ``fd``
     etag: bytes | None
     slot: int  # -1: immutable
     value: int
     expires: float  # monotonic
+    size: int = 0
+    fd: int = -1  # a memory file holding the body, sent with sendfile
+    head: bytes = b""  # the 200 answer's status line and headers, as written
+
+    def content(self) -> bytes:
+        return self.body if self.fd < 0 else os.pread(self.fd, self.size, 0)
 
 
 class FrontCache:
@@ -74,6 +87,7 @@ class FrontCache:
         self._entries: OrderedDict[tuple[bytes, bytes, bool], Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.files = 0
 
     def get(self, key: tuple[bytes, bytes, bool], now: float) -> Entry | None:
         entry = self._entries.get(key)
@@ -93,6 +107,14 @@ class FrontCache:
             return
         if key in self._entries:
             self._drop(key)
+        entry.size = size
+        entry.head = b"HTTP/1.1 200 OK\r\n" + b"".join(
+            b"%s: %s\r\n" % pair for pair in entry.headers) + b"\r\n"
+        if size >= FILE_ENTRY and self.files < MAX_FILES:
+            entry.fd = _memory_file(entry.body)
+            if entry.fd >= 0:
+                entry.body = b""
+                self.files += 1
         self._entries[key] = entry
         self.size += size
         while self.size > self.limit:
@@ -100,10 +122,29 @@ class FrontCache:
 
     def _drop(self, key: tuple[bytes, bytes, bool]) -> None:
         entry = self._entries.pop(key)
-        self.size -= len(entry.body)
+        self.size -= entry.size
+        if entry.fd >= 0:
+            os.close(entry.fd)
+            self.files -= 1
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _memory_file(body: bytes) -> int:
+    """A memory file (memfd) holding ``body``, or -1 where there is none."""
+    try:
+        fd = os.memfd_create("front-entry", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return -1
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def keepable(headers: list[tuple[bytes, bytes]], now: float) -> tuple[int, int, float] | None:
@@ -202,6 +243,39 @@ class FrontApp:
             await respond(send, 502, b"origin owner unavailable\n", b"text/plain",
                           [(b"cache-control", b"no-store"), (b"retry-after", b"1")])
 
+    def quick(self, method: bytes, target: bytes,
+              headers: list[tuple[bytes, bytes]]) -> Quick | None:
+        """A kept answer, written by the server itself (http/h1.py), or None for
+        the ASGI path: the same lookup as ``__call__``'s, without a task."""
+        gzip = False
+        etag_asked = None
+        for name, value in headers:
+            if name == b"accept-encoding":
+                gzip = b"gzip" in value
+            elif name == b"range":
+                return None
+            elif name == b"if-none-match":
+                etag_asked = value
+        path, _, query = target.partition(b"?")
+        now = time.monotonic()
+        entry = self.cache.get((path, query, gzip), now)
+        if entry is None:
+            return None
+        self.cache.hits += 1
+        shown = unquote(path.decode("latin-1"))
+        counted = self.hits.get(shown)
+        took = time.monotonic() - now  # the writing that follows does not wait
+        if counted is None:
+            self.hits[shown] = [1, took]
+        else:
+            counted[0] += 1
+            counted[1] += took
+        if etag_asked is not None and entry.etag is not None and etag_asked == entry.etag:
+            return Quick(status_line(304) + b"".join(
+                b"%s: %s\r\n" % pair for pair in entry.headers
+                if pair[0] != b"content-length") + b"\r\n")
+        return Quick(entry.head, entry.body, entry.fd, entry.size)
+
     async def _send_kept(self, entry: Entry, send: Send, head: bool,
                          etag_asked: bytes | None) -> None:
         if etag_asked is not None and entry.etag is not None and etag_asked == entry.etag:
@@ -210,7 +284,7 @@ class FrontApp:
             await send({"type": "http.response.body", "body": b""})
             return
         await send({"type": "http.response.start", "status": 200, "headers": entry.headers})
-        await send({"type": "http.response.body", "body": b"" if head else entry.body})
+        await send({"type": "http.response.body", "body": b"" if head else entry.content()})
 
     async def _report_hits(self) -> None:
         while True:
@@ -256,45 +330,39 @@ def _die_with_parent() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    # The owner's limits, applied by the same code (smoothlive.server imports no
-    # application): a front holds its clients' connections and as many to the owner.
-    from smoothlive.server import (
-        connection_limit,
-        cut_unread_answers_when_listening,
-        granian_server,
-    )
+    # The owner's limits, applied here by the front's own server (http/h1.py):
+    # a front holds its clients' connections and as many to the owner.
+    from smoothlive.server import connection_limit
 
     app = FrontApp(Upstream(Path(args.owner_socket)),
                    FrontCache(args.cache_mb << 20, BoardReader(Path(args.board))))
-    limits = ServerConfig(
-        host=args.host, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        **{name: getattr(args, name) for name in LIMITS})
-    server = granian_server(app, limits, port=args.port,
-                            connections=connection_limit(limits.max_connections, 2))
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key or None)
+    server = H1Server(app, quick=app.quick, header_timeout=args.header_timeout,
+                      max_header_kb=args.max_header_kb,
+                      max_connections=connection_limit(args.max_connections, 2),
+                      send_timeout=args.send_timeout, ssl_context=context)
     loop = asyncio.get_running_loop()
     owner = os.getppid()
-
-    def stop() -> None:
-        server.stop()
-
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+        loop.add_signal_handler(signum, server.stop)
 
     async def watch_owner() -> None:
         # Where PR_SET_PDEATHSIG is not available: the owner gone, stop.
         while os.getppid() == owner:
             await asyncio.sleep(1.0)
-        stop()
+        server.stop()
 
     watcher = asyncio.create_task(watch_owner())
-    tuning = asyncio.create_task(cut_unread_answers_when_listening(args.port,
-                                                                   limits.send_timeout))
+    sock = listening_socket(args.host, args.port)
     print("front ready", flush=True)
     try:
-        await server.serve()
+        await server.serve(sock)
     finally:
         watcher.cancel()
-        tuning.cancel()
+        sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,11 +39,15 @@ class OwnerSide:
     the client address each carries (believed here only) and the board, so that
     answers say how long a front may keep them."""
 
-    def __init__(self, app, board: ChangeBoard) -> None:
+    def __init__(self, app, board: ChangeBoard, lifespan: bool = False) -> None:
         self.app = app
         self.board = board
+        self.lifespan = lifespan  # the application's, here when the owner is not on the port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.lifespan:
+            await self.app(scope, receive, send)
+            return
         if scope["type"] == "lifespan":  # the application's lifespan runs once, on the port
             while True:
                 message = await receive()
