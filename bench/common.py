@@ -94,8 +94,9 @@ def wrk(url: str, seconds: float, connections: int = 64, threads: int = 2,
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "mbps": float(transfer.group(1)) * _SIZES[transfer.group(2)] / 1024**2,
-        "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
-        "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
+        # Anchored: the thread statistics end in a percentage too ("72.50%").
+        "p50_ms": _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1)),
+        "p99_ms": _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1)),
         "non2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": sum(map(int, socket_errors.groups())) if socket_errors else 0,
     }

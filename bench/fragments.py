@@ -3,19 +3,21 @@
 smoothlive serves the fragments of a point fed by a replay of the recorded
 ingest (so from memory, as a live point does); nginx (Debian's, started here
 with its own configuration, sendfile on) serves the very same bytes from
-files. wrk loads each with the same connections, alternating, twice; the
-better run of each counts. Objects: the moof of a fragment (FragmentInfo,
+files. wrk loads each with the same connections, one after the other,
+in rounds. Objects: the moof of a fragment (FragmentInfo,
 about 1-2 KB: what Smooth players ask for when seeking), the 400 kb/s and
 the 3000 kb/s video fragments (about 100 KB and 750 KB). Manifests: the
 Smooth client manifest, an HLS media playlist and the DASH MPD of a point
 with a long DVR window (2 hours; 10 minutes with --quick).
 
-smoothlive runs with ``--workers 2`` (the owner and one front: a process
-per core, as nginx's ``worker_processes auto`` here); ``--workers 1``
-measures the single process.
+smoothlive runs with ``--workers 2 --fronts-only`` (the owner and one front
+that takes every connection: two processes, as nginx's ``worker_processes
+auto`` here); ``--owner-listens`` lets the owner answer its share of the
+connections too, ``--workers 1`` measures the single process. Each pair of
+runs is repeated in rounds and the median ratio reported with its range.
 
     .venv/bin/python bench/fragments.py [--quick] [--seconds S] [--connections C]
-                                        [--workers N]
+                                        [--workers N] [--owner-listens]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from statistics import median
 
 import httpx
 
@@ -64,31 +67,49 @@ def _span_seconds(capture: Path) -> float:
 
 
 def compare(pairs: dict[str, tuple[str, str]], seconds: float, connections: int,
-            rounds: int = 2) -> dict:
-    """wrk on each (smoothlive URL, nginx URL), alternating; the best run of each."""
-    results: dict[str, dict] = {}
-    for _ in range(rounds):
+            rounds: int = 3) -> dict:
+    """wrk on each (smoothlive URL, nginx URL), the two one after the other, in
+    ``rounds`` rounds (which goes first alternates). Each round gives a ratio of
+    two runs made seconds apart; the median of those is the figure, and its
+    range is reported with it: this machine's load varies from minute to
+    minute, and a ratio of two best runs taken minutes apart would carry it."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for round_ in range(rounds):
         for name, (ours, theirs) in pairs.items():
-            for who, url in (("smoothlive", ours), ("nginx", theirs)):
+            order = (("smoothlive", ours), ("nginx", theirs))
+            for who, url in order if round_ % 2 == 0 else order[::-1]:
                 run = wrk(url, seconds, connections)
                 if run["non2xx"] or run["socket_errors"]:
                     raise RuntimeError(f"{who} answered errors on {url}: {run}")
-                best = results.setdefault(name, {}).get(who)
-                if best is None or run["rps"] > best["rps"]:
-                    results[name][who] = run
-    for entry in results.values():
-        entry["ratio"] = round(entry["smoothlive"]["rps"] / entry["nginx"]["rps"], 3)
+                runs.setdefault(name, {}).setdefault(who, []).append(run)
+    results: dict[str, dict] = {}
+    for name, by in runs.items():
+        ratios = sorted(a["rps"] / b["rps"] for a, b in zip(by["smoothlive"], by["nginx"],
+                                                          strict=True))
+        middle = median(ratios)
+        results[name] = {
+            # The runs of the median round (the lower one with an even count).
+            **{who: sorted(by[who], key=lambda r: r["rps"])[(len(ratios) - 1) // 2]
+               for who in ("smoothlive", "nginx")},
+            "ratio": round(middle, 3),
+            "ratio_min": round(ratios[0], 3),
+            "ratio_max": round(ratios[-1], 3),
+            "rounds": len(ratios),
+        }
     return results
 
 
 def run(quick: bool = False, seconds: float | None = None, connections: int = 64,
-        workers: int = 2) -> dict:
+        workers: int = 2, fronts_only: bool = True) -> dict:
     require_tools()
     seconds = seconds or (3 if quick else 8)
+    rounds = 2 if quick else 3
+    only = ("--fronts-only",) if fronts_only and workers > 1 else ()
     capture, small = capture_dir(), capture_dir(small=True)
     work = workdir("fragments")
     files = work / "nginx-root"
-    with Smoothlive(work, ("--reconnect-grace", "3600", "--workers", str(workers))) as server:
+    with Smoothlive(work, ("--reconnect-grace", "3600", "--workers", str(workers), *only)) \
+            as server:
         create_point(server, FRAG_POINT, '<Archive enabled="false" />')
         # Paced, not "max": at max rate on a busy machine one bitrate's stream can
         # start so far behind the others that it is taken for a restarted encoder.
@@ -128,27 +149,33 @@ def run(quick: bool = False, seconds: float | None = None, connections: int = 64
         with nginx(files) as theirs:
             pairs = {key: (server.url + path, f"{theirs}/{key}.bin")
                      for key, path in {**objects, **documents}.items()}
-            results = compare(pairs, seconds, connections)
+            results = compare(pairs, seconds, connections, rounds)
     for key, entry in results.items():
         entry["bytes"] = sizes[key]
     return {"fragments": {k: results[k] for k in objects},
             "manifests": {k: results[k] for k in documents},
             "dvr": {"window_minutes": window_minutes, "fragments_per_level": len(dvr_times)},
-            "seconds": seconds, "connections": connections, "workers": workers}
+            "seconds": seconds, "connections": connections, "workers": workers,
+            "fronts_only": bool(only), "rounds": rounds}
 
 
 def table(result: dict) -> str:
-    lines = [f"smoothlive with `--workers {result.get('workers', 1)}`; wrk with "
-             f"{result['connections']} connections, {result['seconds']:g} s per run.", "",
-             "| object | bytes | smoothlive req/s | nginx req/s | ratio | smoothlive MB/s | "
-             "p50 / p99 ms (smoothlive) | p50 / p99 ms (nginx) |",
-             "|---|---:|---:|---:|---:|---:|---|---|"]
+    setup = f"--workers {result.get('workers', 1)}" + \
+        (" --fronts-only" if result.get("fronts_only") else "")
+    lines = [f"smoothlive with `{setup}`; wrk with {result['connections']} connections, "
+             f"{result['seconds']:g} s per run, {result.get('rounds', 1)} rounds of the two "
+             "one after the other: medians, and the range of the rounds' ratios.", "",
+             "| object | bytes | smoothlive req/s | nginx req/s | ratio | ratio range | "
+             "smoothlive MB/s | p50 / p99 ms (smoothlive) | p50 / p99 ms (nginx) |",
+             "|---|---:|---:|---:|---:|---|---:|---|---|"]
     for group in ("fragments", "manifests"):
         for key, entry in result[group].items():
             ours, theirs = entry["smoothlive"], entry["nginx"]
             lines.append(
                 f"| {key} | {entry['bytes']:,} | {ours['rps']:,.0f} | {theirs['rps']:,.0f} | "
-                f"{entry['ratio']:.2f} | {ours['mbps']:,.1f} | {ours['p50_ms']:.2f} / "
+                f"{entry['ratio']:.2f} | {entry.get('ratio_min', entry['ratio']):.2f} to "
+                f"{entry.get('ratio_max', entry['ratio']):.2f} | {ours['mbps']:,.1f} | "
+                f"{ours['p50_ms']:.2f} / "
                 f"{ours['p99_ms']:.2f} | {theirs['p50_ms']:.2f} / {theirs['p99_ms']:.2f} |")
     return "\n".join(lines)
 
@@ -159,8 +186,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--owner-listens", action="store_true",
+                        help="without --fronts-only: the owner answers its share too")
     args = parser.parse_args()
-    result = run(args.quick, args.seconds, args.connections, args.workers)
+    result = run(args.quick, args.seconds, args.connections, args.workers,
+                 not args.owner_listens)
     return report("fragments", result, table(result))
 
 
