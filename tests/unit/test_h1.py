@@ -5,6 +5,7 @@ with streamed bodies and 100-continue, pipelining, and its limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -30,6 +31,11 @@ FILE = _memory_file(BIG)
 def quick(method: bytes, target: bytes, headers) -> Quick | None:
     if target == b"/memory":
         return Quick(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", b"hello")
+    if target == b"/dropped":  # the cache closes its file while the answer still goes out
+        fd = _memory_file(BIG)
+        asyncio.get_running_loop().call_soon(os.close, fd)
+        return Quick(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(BIG),
+                     fd=fd, size=len(BIG))
     if target == b"/file":
         return Quick(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(BIG),
                      fd=FILE, size=len(BIG))
@@ -43,6 +49,12 @@ async def app(scope, receive, send):
         await send({"type": "lifespan.shutdown.complete"})
         return
     path = scope["path"]
+    if path in ("/memory", "/file"):  # as a front: its ASGI path answers hits too
+        body = b"hello" if path == "/memory" else BIG
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+        return
     if path == "/refuse":  # answers before reading the body, as a 401 does
         await send({"type": "http.response.start", "status": 401, "headers": []})
         await send({"type": "http.response.body", "body": b"no"})
@@ -67,20 +79,26 @@ async def app(scope, receive, send):
 
 
 @contextmanager
-def served(**limits) -> Iterator[int]:
+def serving(**limits) -> Iterator[tuple[int, H1Server]]:
+    """The server on a loopback port, in a thread with its own event loop."""
     sock = listening_socket("127.0.0.1", 0)
-    port = sock.getsockname()[1]
     server = H1Server(app, quick=quick, **limits)
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sock),))
     thread.start()
     try:
-        yield port
+        yield sock.getsockname()[1], server
     finally:
         loop.call_soon_threadsafe(server.stop)
         thread.join(10)
         sock.close()
         assert not thread.is_alive()
+
+
+@contextmanager
+def served(**limits) -> Iterator[int]:
+    with serving(**limits) as (port, _):
+        yield port
 
 
 def connect(port: int) -> socket.socket:
@@ -162,6 +180,16 @@ def test_a_slow_reader_gets_a_file_answer_whole():
             assert read_answer(client, buffer)[1] == BIG
 
 
+def test_a_file_answer_outlives_the_cache_entry_it_came_from():
+    with served() as port, connect(port) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.sendall(b"GET /dropped HTTP/1.1\r\nhost: x\r\n\r\n"
+                       b"GET /memory HTTP/1.1\r\nhost: x\r\n\r\n")
+        buffer = bytearray()
+        assert read_answer(client, buffer)[1] == BIG  # 2 MB do not fit the socket at once
+        assert read_answer(client, buffer)[1] == b"hello"  # then, in order, the next
+
+
 def test_pipelined_requests_are_answered_in_order_across_both_paths():
     with served() as port, connect(port) as client:
         client.sendall(b"GET /app?a=1 HTTP/1.1\r\nhost: x\r\n\r\n"
@@ -169,8 +197,8 @@ def test_pipelined_requests_are_answered_in_order_across_both_paths():
                        b"GET /app?a=2 HTTP/1.1\r\nhost: x\r\n\r\n")
         buffer = bytearray()
         assert read_answer(client, buffer)[1] == b"GET /app a=1 0"
-        # Behind a request in progress, a quick one waits its turn on the ASGI path.
-        assert read_answer(client, buffer)[1] == b"GET /memory  0"
+        # Behind a request in progress, a quick one waits its turn (on the ASGI path).
+        assert read_answer(client, buffer)[1] == b"hello"
         assert read_answer(client, buffer)[1] == b"GET /app a=2 0"
 
 
@@ -268,3 +296,23 @@ def test_the_lifespan_runs_around_serving():
     uvloop.run(run())
     sock.close()
     assert events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_a_client_that_pipelines_and_never_reads_is_held_to_a_bounded_buffer():
+    with serving() as (port, server), connect(port) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):  # the server may stop reading first
+            for _ in range(200):  # 2 MB answers: 400 MB if all were buffered
+                client.sendall(b"GET /file HTTP/1.1\r\nhost: x\r\n\r\n")
+
+        def paused() -> bool:  # read from this thread: a snapshot is enough
+            return any(c.read_paused for c in list(server.connections))
+
+        for _ in range(100):  # bounded: 5 s
+            if paused():
+                break
+            threading.Event().wait(0.05)
+        assert paused()
+        (connection,) = server.connections
+        assert connection.transport.get_write_buffer_size() < 16 * len(BIG)

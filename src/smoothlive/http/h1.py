@@ -128,8 +128,13 @@ class _Protocol(asyncio.Protocol):
         self.too_large = False
         self.idle_since: float | None = self.loop.time()
         self.read_paused = False
+        # Set while answers may be written: the transport's buffer is below its
+        # high-water mark and no sendfile is waiting for the socket.
         self.writable = asyncio.Event()
         self.writable.set()
+        self.paused = False  # by the transport (pause_writing)
+        self.sending: tuple[int, int, int] | None = None  # (file, offset, end) not sent yet
+        self.watch = -1  # a duplicate of the socket, watched for room while sending
         self.closed = False
 
     # -- connection ---------------------------------------------------------------------------
@@ -159,13 +164,17 @@ class _Protocol(asyncio.Protocol):
                 request.gone = True
                 request.event.set()
         self.queue.clear()
+        self._stop_sending()
         self.writable.set()
 
     def pause_writing(self) -> None:
+        self.paused = True
         self.writable.clear()
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        self.paused = False
+        if self.sending is None:
+            self.writable.set()
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
@@ -246,7 +255,12 @@ class _Protocol(asyncio.Protocol):
         request.event.set()
         if request.has_body or request.method not in (b"GET", b"HEAD"):
             return  # dispatched at its head
-        if self.current is None and not self.queue and self.server.quick is not None:
+        # Quick answers are written without waiting: only while the client reads
+        # them. Otherwise the request takes the ASGI path, whose answers wait for
+        # the buffer to drain and whose queue pauses reading (a client that
+        # pipelines requests and never reads is held to a bounded buffer).
+        if self.current is None and not self.queue and self.writable.is_set() \
+                and self.server.quick is not None:
             answer = self.server.quick(request.method, request.url, request.headers)
             if answer is not None:
                 self._write_quick(answer, request.method == b"HEAD")
@@ -271,17 +285,66 @@ class _Protocol(asyncio.Protocol):
                 transport.write(answer.body)
             return
         transport.write(answer.head)
-        sent = 0
         if self.fd >= 0 and transport.get_write_buffer_size() == 0:
+            self._send_file(answer.fd, 0, answer.size, owned=False)
+        else:  # TLS, or the head is still queued: the body follows it from memory
+            transport.write(os.pread(answer.fd, answer.size, 0))
+
+    def _send_file(self, fd: int, offset: int, end: int, owned: bool) -> None:
+        """sendfile(2) from ``fd`` until ``end``. When the socket is full the rest
+        goes when it has room (a duplicate of the socket is watched: the transport
+        owns its descriptor), and nothing else is written meanwhile. ``owned``:
+        ``fd`` is this connection's duplicate, closed when done (the cache may
+        close its own while the rest waits)."""
+        while offset < end:
             try:
-                sent = os.sendfile(self.fd, answer.fd, 0, answer.size)
+                sent = os.sendfile(self.fd, fd, offset, end - offset)
             except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # the client is gone: connection_lost follows
                 sent = 0
-            except OSError:  # the client went away: connection_lost follows
+            if sent == 0:
+                if owned and (self.sending is None or self.sending[0] != fd):
+                    os.close(fd)
+                self._stop_sending()
                 self.close()
                 return
-        if sent < answer.size:  # the socket's buffer is full: the rest is queued
-            transport.write(os.pread(answer.fd, answer.size - sent, sent))
+            offset += sent
+        if offset >= end:
+            if self.sending is not None:
+                self._stop_sending()
+                if not self.paused:
+                    self.writable.set()
+                self._answered()
+            elif owned:
+                os.close(fd)
+            return
+        if not owned:
+            fd = os.dup(fd)
+        if self.sending is None:
+            self.watch = os.dup(self.fd)
+            self.loop.add_writer(self.watch, self._more_file)
+            self.writable.clear()
+        self.sending = (fd, offset, end)
+
+    def _more_file(self) -> None:
+        if self.sending is not None:
+            self._send_file(*self.sending, owned=True)
+
+    def _stop_sending(self) -> None:
+        """Ends a file answer waiting for room: its descriptors closed."""
+        if self.sending is not None:
+            os.close(self.sending[0])
+            self.sending = None
+        if self.watch >= 0:
+            self.loop.remove_writer(self.watch)
+            os.close(self.watch)
+            self.watch = -1
+
+    def _answered(self) -> None:
+        """A file answer finished after waiting: requests that came meanwhile go on."""
+        if self.current is None and self.queue:
+            self._start(self.queue.popleft())
 
     def _dispatch(self, request: _Request) -> None:
         if self.current is None:
@@ -381,6 +444,10 @@ class _Protocol(asyncio.Protocol):
             return
         if kind != "http.response.body":
             return
+        if not self.writable.is_set():  # a file answer before this one is still going out
+            await self.writable.wait()
+            if request.gone or self.closed:
+                return
         body = message.get("body", b"")
         more = message.get("more_body", False)
         write = self.transport.write
@@ -531,7 +598,8 @@ class H1Server:
             limit = self.loop.time() - self.header_timeout
             for connection in list(self.connections):
                 since = connection.idle_since
-                if since is not None and since < limit:
+                if since is not None and since < limit and not connection.paused \
+                        and connection.sending is None:  # not while an answer goes out
                     connection.close()
 
 
