@@ -10,10 +10,11 @@ the 3000 kb/s video fragments (about 100 KB and 750 KB). Manifests: the
 Smooth client manifest, an HLS media playlist and the DASH MPD of a point
 with a long DVR window (2 hours; 10 minutes with --quick).
 
-smoothlive runs with ``--workers 2 --fronts-only`` (the owner and one front
-that takes every connection: two processes, as nginx's ``worker_processes
-auto`` here); ``--owner-listens`` lets the owner answer its share of the
-connections too, ``--workers 1`` measures the single process. Each pair of
+smoothlive runs with ``--workers 3 --fronts-only``: two fronts take every
+connection, a process per core as nginx's ``worker_processes auto`` here,
+and the owner (idle while only players ask) serves them what they do not
+hold. ``--owner-listens`` lets the owner answer its share of the connections
+too, ``--workers 1`` measures the single process. Each pair of
 runs is repeated in rounds and the median ratio reported with its range.
 
     .venv/bin/python bench/fragments.py [--quick] [--seconds S] [--connections C]
@@ -100,7 +101,7 @@ def compare(pairs: dict[str, tuple[str, str]], seconds: float, connections: int,
 
 
 def run(quick: bool = False, seconds: float | None = None, connections: int = 64,
-        workers: int = 2, fronts_only: bool = True) -> dict:
+        workers: int = 3, fronts_only: bool = True) -> dict:
     require_tools()
     seconds = seconds or (3 if quick else 8)
     rounds = 2 if quick else 3
@@ -185,7 +186,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--owner-listens", action="store_true",
                         help="without --fronts-only: the owner answers its share too")
     args = parser.parse_args()

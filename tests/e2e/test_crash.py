@@ -120,10 +120,13 @@ def test_kill_9_during_ingest_then_restart(tmp_path):
     assert "Traceback" not in again.log()
 
 
-@pytest.mark.parametrize("http_server", ["granian", "uvicorn"])
-def test_sigterm_during_ingest_finishes_the_archive(tmp_path, http_server):
+@pytest.mark.parametrize("server_args", [
+    ("--http-server", "granian"), ("--http-server", "uvicorn"),
+    ("--workers", "2", "--fronts-only"),  # the encoder's POST relayed by a front
+], ids=["granian", "uvicorn", "fronts-only"])
+def test_sigterm_during_ingest_finishes_the_archive(tmp_path, server_args):
     root, state = tmp_path / "content", tmp_path / "state"
-    srv = Server(root, state, extra_args=("--http-server", http_server)).start()
+    srv = Server(root, state, extra_args=server_args).start()
     http = httpx.Client(base_url=srv.url, auth=("admin", srv.admin_password), timeout=20)
     assert create(http, POINT, archive_settings(event=True)).status_code == 201
     assert set_state(http, POINT, "Started").status_code == 200
