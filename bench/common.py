@@ -148,9 +148,11 @@ class Smoothlive:
         self.process = None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
+        """User + system CPU time of the server so far: the process and, with
+        ``--workers``, its front processes (alive now; fronts do not die here)."""
         assert self.process is not None
-        return process_cpu_seconds(self.process.pid)
+        pid = self.process.pid
+        return process_cpu_seconds(pid) + sum(map(process_cpu_seconds, children(pid)))
 
     def rss_bytes(self) -> int:
         assert self.process is not None
@@ -185,6 +187,13 @@ def report(name: str, result: dict, table: str) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -10,7 +10,8 @@ copies start a fraction of a fragment apart, as independent encoders do
 at the same instant (the worst case: encoders all stamping UTC on the same
 boundaries), and one more has the default LiveCacheLength still filling
 (the other rows run in steady state: LiveCacheLength 10 s, outlasted by
-the warm-up):
+the warm-up), and one more has every POST relayed by a front
+(``--workers 2 --fronts-only``; the CPU counted is all the server's processes):
 
 * CPU seconds of the server per hour of ingested media (per channel-hour),
   and MB/s of ingest sustained per core of server CPU;
@@ -103,7 +104,7 @@ STEADY_CACHE = 10  # seconds of LiveCacheLength for steady-state rows (the defau
 
 
 def measure(points: int, rate: str, seconds: float, warmup: float,
-            aligned: bool = False, filling: bool = False) -> dict:
+            aligned: bool = False, filling: bool = False, relayed: bool = False) -> dict:
     """One row. Unless ``filling``, the points' LiveCacheLength is STEADY_CACHE and the
     warm-up outlasts it: the measurement is of a channel's steady state, not of its
     first minutes, when its memory cache is still growing (new pages to zero)."""
@@ -114,7 +115,8 @@ def measure(points: int, rate: str, seconds: float, warmup: float,
         "</LiveCacheLength></ClientConnections>")
     if not filling and rate == "1x":
         warmup = max(warmup, STEADY_CACHE + 5)
-    with Smoothlive(work, ("--reconnect-grace", "600")) as server:
+    fronts = ("--workers", "2", "--fronts-only") if relayed else ()
+    with Smoothlive(work, ("--reconnect-grace", "600", *fronts)) as server:
         for n in range(1, points + 1):
             create_point(server, f"/bench/ch{n}.isml", cache)
         url = server.url + "/bench/ch{n}.isml"
@@ -145,6 +147,7 @@ def measure(points: int, rate: str, seconds: float, warmup: float,
         "points": points, "rate": rate, "seconds": round(elapsed, 2),
         "encoders": "aligned" if aligned else "independent",
         "phase": "cache filling" if filling else "steady",
+        "via": "a front" if relayed else "owner",
         "server_cpu_seconds": round(cpu, 2),
         "server_cpu_share": round(cpu / elapsed, 3),
         "replay_cpu_share": round(client_cpu / elapsed, 3),
@@ -191,18 +194,24 @@ def run(quick: bool = False, counts: tuple[int, ...] | None = None,
             row = measure(max(counts), rate, seconds, warmup=6, filling=True)
             print(json.dumps(row), flush=True)
             rows.append(row)
+            # With --workers 2 --fronts-only every POST reaches the owner through a
+            # front: the relay's cost, counted with the server's (all its processes).
+            row = measure(max(counts), rate, seconds, warmup=6, relayed=True)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     return {"rows": rows, "budget_ms": BUDGET * 1000}
 
 
 def table(result: dict) -> str:
-    lines = ["| points x 4 bitrates | rate | encoders | phase | server CPU | replay CPU | "
+    lines = ["| points x 4 bitrates | rate | encoders | phase | POSTs reach | server CPU | "
+             "replay CPU | "
              "ingest MB/s | MB/s per core | CPU s per media hour | publish p50 / p99 ms | "
              "within 50 ms |",
-             "|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
+             "|---:|---|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for row in result["rows"]:
         lines.append(
             f"| {row['points']} | {row['rate']} | {row.get('encoders', 'aligned')} | "
-            f"{row.get('phase', 'cache filling')} | "
+            f"{row.get('phase', 'cache filling')} | {row.get('via', 'owner')} | "
             f"{row['server_cpu_share'] * 100:.0f}% | "
             f"{row['replay_cpu_share'] * 100:.0f}% | {row['ingest_mb_per_s']:.1f} | "
             f"{row['mb_per_s_per_core'] or 0:.1f} | "
@@ -222,7 +231,7 @@ def plot(result: dict, path: Path) -> bool:
     except ImportError:
         return False
     rows = [r for r in result["rows"] if r["rate"] == "1x" and r.get("encoders") != "aligned"
-            and r.get("phase") != "cache filling"]
+            and r.get("phase") != "cache filling" and r.get("via", "owner") == "owner"]
     figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
     axis.plot([r["points"] for r in rows], [r["cpu_seconds_per_media_hour"] for r in rows],
               marker="o")
