@@ -103,8 +103,8 @@ def compare(pairs: dict[str, tuple[str, str]], seconds: float, connections: int,
 def run(quick: bool = False, seconds: float | None = None, connections: int = 64,
         workers: int = 3, fronts_only: bool = True) -> dict:
     require_tools()
-    seconds = seconds or (3 if quick else 8)
-    rounds = 2 if quick else 3
+    seconds = seconds or (2 if quick else 8)
+    rounds = 1 if quick else 3
     only = ("--fronts-only",) if fronts_only and workers > 1 else ()
     capture, small = capture_dir(), capture_dir(small=True)
     work = workdir("fragments")
