@@ -273,8 +273,9 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
 
     _install_signals(stop)
     serving = [asyncio.create_task(each.serve()) for each in servers]
+
     async def become_ready() -> None:
-        if not owner_listens:
+        if not owner_listens and fronts is not None:  # nobody else will listen
             await fronts.start()
         await _wait_accepting(config.host, port, app.started)
 

@@ -1,10 +1,11 @@
 """The owner's side of several processes: its Unix socket and its fronts.
 
 The owner runs the whole application on the public port, like a single
-process, and also on a Unix socket where its fronts relay what they cannot
-answer. It starts the fronts, starts a new one if one dies, and stops them
-first when it stops (after the encoders' POSTs were told to end, so their
-answers travel back through the fronts).
+process (not with ``--fronts-only``: then the fronts alone listen there), and
+also on a Unix socket where its fronts relay what they cannot answer. It
+starts the fronts, starts a new one if one dies, and stops them first when
+it stops (after the encoders' POSTs were told to end, so their answers
+travel back through the fronts).
 """
 
 from __future__ import annotations
