@@ -203,9 +203,15 @@ class _Protocol(asyncio.Protocol):
         if self.closed:
             return
         if self.current is None and not self.queue:
-            self.transport.write(_plain(status, text))
+            self._last_words(status, text)
         log.info("%d %s from %s", status, text.decode().strip(), self.client)
         self.close()
+
+    def _last_words(self, status: int, text: bytes) -> None:
+        """The server's own answer before it closes, unless a file answer is still
+        going out (then the connection just closes: the client sees it short)."""
+        if self.sending is None and not self.closed:
+            self.transport.write(_plain(status, text))
 
     # -- httptools callbacks ------------------------------------------------------------------
 
@@ -406,12 +412,12 @@ class _Protocol(asyncio.Protocol):
             await self.server.app(scope, receive, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if not request.sent_head and not self.closed:
-                self.transport.write(_plain(500, b"internal error\n"))
+            if not request.sent_head:
+                self._last_words(500, b"internal error\n")
             self.close()
         if not request.finished and not self.closed:
             if not request.sent_head:
-                self.transport.write(_plain(500, b"no answer\n"))
+                self._last_words(500, b"no answer\n")
             self.close()
         self._done(request)
 
@@ -441,6 +447,10 @@ class _Protocol(asyncio.Protocol):
             return {"type": "http.disconnect"}
         if request.expect and not request.continued and not request.complete \
                 and not request.sent_head:
+            if not self.writable.is_set():  # an earlier answer is still going out
+                await self.writable.wait()
+                if request.gone or self.closed:
+                    return {"type": "http.disconnect"}
             request.continued = True
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         while not request.chunks and not request.complete and not request.gone:
