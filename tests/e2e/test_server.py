@@ -68,7 +68,9 @@ def test_a_second_signal_exits_at_once(tmp_path):
     assert "second signal: exiting at once" in srv.log()
 
 
-def test_tls(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--workers", "2", "--fronts-only")],
+                         ids=["one-process", "fronts-only"])
+def test_tls(tmp_path, extra):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -76,7 +78,7 @@ def test_tls(tmp_path):
          "-keyout", str(key), "-out", str(cert)], capture_output=True, timeout=60)
     assert made.returncode == 0, made.stderr
     srv = Server(tmp_path / "content", tmp_path / "state",
-                 extra_args=("--tls-cert", str(cert), "--tls-key", str(key))).start()
+                 extra_args=("--tls-cert", str(cert), "--tls-key", str(key), *extra)).start()
     try:
         assert srv.url.startswith("https://")
         with httpx.Client(base_url=srv.url, auth=("admin", srv.admin_password), timeout=20,

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,6 +189,50 @@ def test_a_file_answer_outlives_the_cache_entry_it_came_from():
         buffer = bytearray()
         assert read_answer(client, buffer)[1] == BIG  # more than the socket takes at once
         assert read_answer(client, buffer)[1] == b"hello"  # then, in order, the next
+
+
+def _certificate(folder) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (PEM files: cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_over_tls_file_answers_are_read_and_written(tmp_path):
+    cert, key = _certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with serving(ssl_context=context) as (port, _):
+        client_context = ssl.create_default_context(cafile=cert)
+        with client_context.wrap_socket(connect(port), server_hostname="127.0.0.1") as client:
+            buffer = bytearray()
+            client.sendall(b"GET /file HTTP/1.1\r\nhost: x\r\n\r\n"
+                           b"GET /memory HTTP/1.1\r\nhost: x\r\n\r\n"
+                           b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+            assert read_answer(client, buffer)[1] == BIG  # no sendfile through TLS
+            assert read_answer(client, buffer)[1] == b"hello"
+            assert read_answer(client, buffer)[1] == b"POST /echo  3"
 
 
 def test_pipelined_requests_are_answered_in_order_across_both_paths():
