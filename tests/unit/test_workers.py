@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from smoothlive.http.h1 import http_date
 from smoothlive.workers.board import (
     HEADER,
     SCOPE_KEY,
@@ -15,8 +16,9 @@ from smoothlive.workers.board import (
     board_header,
     slot_of,
 )
-from smoothlive.workers.front import FOREVER, Entry, FrontCache, keepable
+from smoothlive.workers.front import FOREVER, Entry, FrontApp, FrontCache, keepable, kept_headers
 from smoothlive.workers.owner import OwnerSide, run_dir
+from smoothlive.workers.relay import Upstream
 
 
 def test_a_change_moves_the_token_and_the_reader_sees_it(tmp_path):
@@ -95,7 +97,7 @@ def test_large_bodies_are_kept_in_memory_files_that_are_closed_when_dropped(tmp_
     assert kept.fd >= 0 and kept.body == b"" and kept.content() == big
     assert os.pread(kept.fd, len(big) + 1, 0) == big  # what sendfile sends
     assert cache.get((b"/small", b"", False), 0).fd == -1
-    assert kept.head.startswith(b"HTTP/1.1 200 OK\r\n") and kept.head.endswith(b"\r\n\r\n")
+    assert kept.head.startswith(b"HTTP/1.1 200 OK\r\n") and b"date" not in kept.head
     assert cache.files == 1 and cache.size == len(big) + 4
     cache.put((b"/big", b"", False), _entry(big[:-1]))  # replaced: the old file closed
     assert cache.files == 1 and cache.get((b"/big", b"", False), 0).content() == big[:-1]
@@ -103,6 +105,21 @@ def test_large_bodies_are_kept_in_memory_files_that_are_closed_when_dropped(tmp_
     cache.put((b"/other", b"", False), _entry(b"o" * ((1 << 20) - 8)))  # evicts the rest
     assert cache.files == 1 and cache.get((b"/big", b"", False), 0) is None
     assert len(os.listdir("/proc/self/fd")) == opened  # one file closed, one opened
+
+
+def test_kept_answers_carry_the_date_of_their_sending(tmp_path):
+    owner = [(b"content-length", b"4"), (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+             (b"connection", b"keep-alive"), (b"etag", b'"e"')]
+    sent = kept_headers(owner)
+    assert (b"date", owner[1][1]) not in sent and (b"x-cache", b"hit") in sent
+    cache = FrontCache(1 << 20, BoardReader(ChangeBoard(tmp_path / "board").path))
+    app = FrontApp(Upstream(tmp_path / "owner.sock"), cache)
+    cache.put((b"/f", b"", False), Entry(sent, b"body", b'"e"', -1, 0, FOREVER))
+    for headers in ([], [(b"if-none-match", b'"e"')]):
+        answer = app.quick(b"GET", b"/f", headers)
+        assert answer.head.count(b"date: ") == 1
+        assert b"date: " + http_date() in answer.head  # now, not 2024
+        assert b"2024" not in answer.head
 
 
 def test_a_live_document_is_kept_while_the_board_and_its_max_age_agree(tmp_path):

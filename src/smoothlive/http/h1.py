@@ -31,9 +31,11 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from urllib.parse import unquote
 
 import httptools
@@ -77,6 +79,17 @@ _STATUS = {100: b"Continue", 200: b"OK", 204: b"No Content", 206: b"Partial Cont
 
 def status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, _STATUS.get(status, b"Status"))
+
+
+_DATE = [0, b""]  # the second and its Date value, made once a second
+
+
+def http_date() -> bytes:
+    """The Date header's value for now (RFC 9110: an origin with a clock sends it)."""
+    second = int(time.time())
+    if second != _DATE[0]:
+        _DATE[0], _DATE[1] = second, formatdate(second, usegmt=True).encode()
+    return _DATE[1]
 
 
 def _plain(status: int, text: bytes) -> bytes:

@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from smoothlive.config import SETTINGS
-from smoothlive.http.h1 import H1Server, Quick, listening_socket, status_line
+from smoothlive.http.h1 import H1Server, Quick, http_date, listening_socket, status_line
 from smoothlive.http.messages import Receive, Scope, Send, respond
 from smoothlive.workers.board import BoardReader
 from smoothlive.workers.owner import HITS_PATH
@@ -71,7 +71,7 @@ class Entry:
     expires: float  # monotonic
     size: int = 0
     fd: int = -1  # a memory file holding the body, sent with sendfile
-    head: bytes = b""  # the 200 answer's status line and headers, as written
+    head: bytes = b""  # the 200 answer's status line and headers but Date, as written
 
     def content(self) -> bytes:
         return self.body if self.fd < 0 else os.pread(self.fd, self.size, 0)
@@ -109,7 +109,7 @@ class FrontCache:
             self._drop(key)
         entry.size = size
         entry.head = b"HTTP/1.1 200 OK\r\n" + b"".join(
-            b"%s: %s\r\n" % pair for pair in entry.headers) + b"\r\n"
+            b"%s: %s\r\n" % pair for pair in entry.headers)
         if size >= FILE_ENTRY and self.files < MAX_FILES:
             entry.fd = _memory_file(entry.body)
             if entry.fd >= 0:
@@ -145,6 +145,14 @@ def _memory_file(body: bytes) -> int:
         os.close(fd)
         return -1
     return fd
+
+
+def kept_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """What a kept answer is sent with: the owner's headers but the hop-by-hop ones,
+    the board token and Date (each answer from the cache gets its own), and
+    ``x-cache: hit`` (as CDNs say it: answered by a front)."""
+    return [*((n, v) for n, v in headers if n not in HOP_BY_HOP and n != BOARD
+              and n != b"date"), (b"x-cache", b"hit")]
 
 
 def keepable(headers: list[tuple[bytes, bytes]], now: float) -> tuple[int, int, float] | None:
@@ -229,8 +237,7 @@ class FrontApp:
                 rule = keepable(headers, time.monotonic())
                 if rule is None:
                     return None
-                sent = [(n, v) for n, v in headers if n not in HOP_BY_HOP and n != BOARD]
-                sent.append((b"x-cache", b"hit"))  # as CDNs say it: answered by a front
+                sent = kept_headers(headers)
                 etag = next((v for n, v in headers if n == b"etag"), None)
 
                 def store(body: bytes) -> None:
@@ -270,20 +277,23 @@ class FrontApp:
         else:
             counted[0] += 1
             counted[1] += took
+        date = b"date: " + http_date() + b"\r\n\r\n"
         if etag_asked is not None and entry.etag is not None and etag_asked == entry.etag:
             return Quick(status_line(304) + b"".join(
                 b"%s: %s\r\n" % pair for pair in entry.headers
-                if pair[0] != b"content-length") + b"\r\n")
-        return Quick(entry.head, entry.body, entry.fd, entry.size)
+                if pair[0] != b"content-length") + date)
+        return Quick(entry.head + date, entry.body, entry.fd, entry.size)
 
     async def _send_kept(self, entry: Entry, send: Send, head: bool,
                          etag_asked: bytes | None) -> None:
         if etag_asked is not None and entry.etag is not None and etag_asked == entry.etag:
-            await send({"type": "http.response.start", "status": 304,
-                        "headers": [(n, v) for n, v in entry.headers if n != b"content-length"]})
+            await send({"type": "http.response.start", "status": 304, "headers": [
+                *((n, v) for n, v in entry.headers if n != b"content-length"),
+                (b"date", http_date())]})
             await send({"type": "http.response.body", "body": b""})
             return
-        await send({"type": "http.response.start", "status": 200, "headers": entry.headers})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*entry.headers, (b"date", http_date())]})
         await send({"type": "http.response.body", "body": b"" if head else entry.content()})
 
     async def _report_hits(self) -> None:
