@@ -15,9 +15,10 @@ lifespan shutdown runs); a second one exits at once.
 
 The limits that hold against hostile or broken clients (``--header-timeout``,
 ``--max-header-kb``, ``--max-connections``, ``--send-timeout``) are applied
-here, for the owner and (``granian_server``, ``connection_limit``,
-``cut_unread_answers``) for the front processes alike; this module imports
-the application lazily so that fronts can use them without loading it.
+here for the owner (granian on the port; its Unix socket for the fronts is
+served by ``smoothlive.http.h1``, as the fronts themselves are), and
+``connection_limit`` for the fronts too; this module imports the application
+lazily so that fronts can use it without loading it.
 """
 
 from __future__ import annotations
@@ -139,10 +140,9 @@ def connection_limit(wanted: int, servers: int = 1) -> int:
     return wanted
 
 
-def granian_server(app, config: ServerConfig, *, port: int = 0, uds: Path | None = None,
-                   connections: int):
-    """A granian server of ``app`` with the limits of ``config``: on ``port`` (TLS if
-    configured), or on the Unix socket ``uds``; at most ``connections`` at once.
+def granian_server(app, config: ServerConfig, *, port: int = 0, connections: int):
+    """A granian server of ``app`` with the limits of ``config`` on ``port`` (TLS if
+    configured); at most ``connections`` at once.
 
     HTTP/1.1 only: with HTTP/2 possible granian first reads a new connection's
     first bytes to tell the two apart, with no timeout, so a connection that
@@ -155,14 +155,14 @@ def granian_server(app, config: ServerConfig, *, port: int = 0, uds: Path | None
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
-    tls = {} if uds is not None else {
+    tls = {
         "ssl_cert": Path(config.tls_cert) if config.tls_cert else None,
         "ssl_key": Path(config.tls_key) if config.tls_key else None,
     }
-    where = {"uds": uds} if uds is not None else {"address": config.host, "port": port}
     return Server(
         app,
-        **where,
+        address=config.host,
+        port=port,
         interface=Interfaces.ASGI,
         http=HTTPModes.http1,
         websockets=False,
@@ -237,6 +237,35 @@ async def cut_unread_answers_when_listening(port: int, seconds: float) -> None:
         await asyncio.sleep(0.05)
 
 
+class OwnerSocket:
+    """The owner's Unix socket for its fronts, served by http/h1.py rather than
+    granian: no hand-over between threads for each relayed request and each chunk
+    of an encoder's body (BENCHMARKS.md: 100 points relayed by a front took 36-40%
+    of a core, all processes counted, against 48% through granian's socket and
+    46% straight to the owner on the port). serve() and stop() as granian's."""
+
+    def __init__(self, app, config: ServerConfig, path: Path, connections: int) -> None:
+        from smoothlive.http.h1 import H1Server
+
+        self.path = path
+        self.server = H1Server(app, header_timeout=config.header_timeout,
+                               max_header_kb=config.max_header_kb,
+                               max_connections=connections, send_timeout=0)
+
+    async def serve(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(self.path))
+        sock.listen(2048)
+        sock.setblocking(False)
+        try:
+            await self.server.serve(sock)
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
     # With fronts, the owner also answers their relayed requests on its socket.
     connections = connection_limit(config.max_connections, 2 if config.workers > 1 else 1)
@@ -255,8 +284,8 @@ async def _serve_granian(app: App, config: ServerConfig, port: int) -> None:
         app.registry.on_change = board.changed
         app.delivery.board = board
         socket_path = home / "owner.sock"
-        servers.append(granian_server(OwnerSide(app, board, lifespan=not owner_listens),
-                                      config, uds=socket_path, connections=connections))
+        servers.append(OwnerSocket(OwnerSide(app, board, lifespan=not owner_listens),
+                                   config, socket_path, connections))
         fronts = Fronts(config, port, socket_path, home / "board")
 
     stopping: list[asyncio.Task[None]] = []
