@@ -49,6 +49,7 @@ QUEUE_HIGH = 16  # pipelined requests held before reading pauses
 SWEEP_EVERY = 1.0  # seconds between checks of the header timeout
 STOP_GRACE = 5.0  # seconds requests in progress get to finish at shutdown
 CORK = getattr(socket, "TCP_CORK", None)  # Linux
+JOIN_BELOW = 16 << 10  # bytes of body below which head and body are written as one
 CORK_FROM = 256 << 10  # bytes of body from which a file answer is corked
 
 
@@ -303,10 +304,7 @@ class _Protocol(asyncio.Protocol):
             transport.write(answer.head)
             return
         if answer.fd < 0:
-            transport.write(answer.head + answer.body if len(answer.body) < 16384
-                            else answer.head)
-            if len(answer.body) >= 16384:
-                transport.write(answer.body)
+            self._write_head_and_body(answer.head, answer.body)
             return
         if self.fd >= 0 and transport.get_write_buffer_size() == 0:
             # Large bodies corked: the head and the pages leave in full segments, as
@@ -325,6 +323,15 @@ class _Protocol(asyncio.Protocol):
         else:  # TLS, or answers still queued: the body follows them from memory
             transport.write(answer.head)
             transport.write(os.pread(answer.fd, answer.size, 0))
+
+    def _write_head_and_body(self, head: bytes, body: bytes) -> None:
+        """One write for a small answer (one segment); two for a large one, whose
+        body is not copied to be joined."""
+        if len(body) < JOIN_BELOW:
+            self.transport.write(head + body)
+        else:
+            self.transport.write(head)
+            self.transport.write(body)
 
     def _cork(self, on: bool) -> None:
         if self.sock is not None and self.corked != on:
@@ -526,8 +533,8 @@ class _Protocol(asyncio.Protocol):
             if bodiless:
                 write(head)
                 body = b""
-            elif not request.chunked and len(body) < 16384:
-                write(head + body)
+            elif not request.chunked:
+                self._write_head_and_body(head, body)
                 body = b""
             else:
                 write(head)

@@ -76,6 +76,13 @@ class Entry:
     def content(self) -> bytes:
         return self.body if self.fd < 0 else os.pread(self.fd, self.size, 0)
 
+    def unchanged(self, etag_asked: bytes | None) -> bool:
+        """The client's If-None-Match names this answer: a 304."""
+        return etag_asked is not None and self.etag is not None and etag_asked == self.etag
+
+    def not_modified_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(n, v) for n, v in self.headers if n != b"content-length"]
+
 
 class FrontCache:
     """Answers by (path, query, gzip accepted), bounded in bytes."""
@@ -147,6 +154,21 @@ def _memory_file(body: bytes) -> int:
     return fd
 
 
+def _asked(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool, bytes | None]:
+    """(gzip accepted, a Range asked, the If-None-Match) of a request's headers
+    (names lower-case, as ASGI and http/h1.py give them)."""
+    gzip = ranged = False
+    etag_asked = None
+    for name, value in headers:
+        if name == b"accept-encoding":
+            gzip = b"gzip" in value
+        elif name == b"range":
+            ranged = True
+        elif name == b"if-none-match":
+            etag_asked = value
+    return gzip, ranged, etag_asked
+
+
 def kept_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """What a kept answer is sent with: the owner's headers but the hop-by-hop ones,
     the board token and Date (each answer from the cache gets its own), and
@@ -203,18 +225,8 @@ class FrontApp:
             return
         method = scope["method"]
         key = None
-        etag_asked = None
         if method in ("GET", "HEAD"):
-            gzip = False
-            ranged = False
-            for name, value in scope["headers"]:
-                name = name.lower()
-                if name == b"accept-encoding":
-                    gzip = b"gzip" in value
-                elif name == b"range":
-                    ranged = True
-                elif name == b"if-none-match":
-                    etag_asked = value
+            gzip, ranged, etag_asked = _asked(scope["headers"])
             if not ranged:
                 key = (scope.get("raw_path") or scope["path"].encode(),
                        scope.get("query_string") or b"", gzip)
@@ -223,12 +235,7 @@ class FrontApp:
                 if entry is not None:
                     self.cache.hits += 1
                     await self._send_kept(entry, send, method == "HEAD", etag_asked)
-                    counted = self.hits.get(scope["path"])
-                    if counted is None:
-                        self.hits[scope["path"]] = [1, time.monotonic() - now]
-                    else:
-                        counted[0] += 1
-                        counted[1] += time.monotonic() - now
+                    self._count_hit(scope["path"], time.monotonic() - now)
                     return
                 self.cache.misses += 1
         keep = None
@@ -254,42 +261,36 @@ class FrontApp:
               headers: list[tuple[bytes, bytes]]) -> Quick | None:
         """A kept answer, written by the server itself (http/h1.py), or None for
         the ASGI path: the same lookup as ``__call__``'s, without a task."""
-        gzip = False
-        etag_asked = None
-        for name, value in headers:
-            if name == b"accept-encoding":
-                gzip = b"gzip" in value
-            elif name == b"range":
-                return None
-            elif name == b"if-none-match":
-                etag_asked = value
+        gzip, ranged, etag_asked = _asked(headers)
+        if ranged:
+            return None
         path, _, query = target.partition(b"?")
         now = time.monotonic()
         entry = self.cache.get((path, query, gzip), now)
         if entry is None:
             return None
         self.cache.hits += 1
-        shown = unquote(path.decode("latin-1"))
-        counted = self.hits.get(shown)
-        took = time.monotonic() - now  # the writing that follows does not wait
+        # The writing that follows does not wait: the lookup is the request's time.
+        self._count_hit(unquote(path.decode("latin-1")), time.monotonic() - now)
+        date = b"date: " + http_date() + b"\r\n\r\n"
+        if entry.unchanged(etag_asked):
+            return Quick(status_line(304) + b"".join(
+                b"%s: %s\r\n" % pair for pair in entry.not_modified_headers()) + date)
+        return Quick(entry.head + date, entry.body, entry.fd, entry.size)
+
+    def _count_hit(self, path: str, seconds: float) -> None:
+        counted = self.hits.get(path)
         if counted is None:
-            self.hits[shown] = [1, took]
+            self.hits[path] = [1, seconds]
         else:
             counted[0] += 1
-            counted[1] += took
-        date = b"date: " + http_date() + b"\r\n\r\n"
-        if etag_asked is not None and entry.etag is not None and etag_asked == entry.etag:
-            return Quick(status_line(304) + b"".join(
-                b"%s: %s\r\n" % pair for pair in entry.headers
-                if pair[0] != b"content-length") + date)
-        return Quick(entry.head + date, entry.body, entry.fd, entry.size)
+            counted[1] += seconds
 
     async def _send_kept(self, entry: Entry, send: Send, head: bool,
                          etag_asked: bytes | None) -> None:
-        if etag_asked is not None and entry.etag is not None and etag_asked == entry.etag:
+        if entry.unchanged(etag_asked):
             await send({"type": "http.response.start", "status": 304, "headers": [
-                *((n, v) for n, v in entry.headers if n != b"content-length"),
-                (b"date", http_date())]})
+                *entry.not_modified_headers(), (b"date", http_date())]})
             await send({"type": "http.response.body", "body": b""})
             return
         await send({"type": "http.response.start", "status": 200,
